@@ -1,19 +1,35 @@
-"""Placeholder: `chromaray dashboard` is being built (owned by another issue)."""
+"""Serve a live, read-only progress page for a results database.
+
+Shows every run (fingerprint, train, ...): per stage files done/total, audio hours,
+throughput over time, ETA, batch sizes and device memory per actor, the error list,
+and training loss curves; links to Ray's dashboard when the run recorded one.
+Bound to 127.0.0.1 unless --host is given. The database is opened read-only; when
+the file does not exist yet the page says so and waits for it to appear.
+"""
 from __future__ import annotations
 
 import argparse
 
-from actors.errors import ChromarayError
-
-HELP = "(not built yet)"
+HELP = "serve a live progress page for a results database (read-only)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--db", default="results/chromaray.db",
+                        help="SQLite results database written by the jobs (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on (default: %(default)s, this machine only; "
+                             "0.0.0.0 exposes the page to the network)")
+    parser.add_argument("--port", type=int, default=8280, help="TCP port (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ChromarayError("dashboard is not built yet")
+    from actors.errors import ChromarayError
+    from pipeline.dashboard import serve
+
+    if not 0 < args.port < 65536:
+        raise ChromarayError(f"--port {args.port} is not a TCP port (1-65535)")
+    serve(args.db, host=args.host, port=args.port)
+    return 0
 
 
 if __name__ == "__main__":

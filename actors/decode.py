@@ -1,0 +1,218 @@
+"""Decode audio files to mono float32 at the analysis rate, streaming.
+
+soundfile (libsndfile) reads WAV, FLAC, Ogg Vorbis/Opus, MP3 and AIFF; soxr
+resamples (the HQ mode librosa uses by default, so features match
+``librosa.load``). Streaming keeps memory bounded for multi-hour files: only
+one block plus one span window is ever held.
+
+Every failure becomes an :class:`InputFileError` whose reason a user can act on.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from actors.errors import InputFileError
+
+BLOCK_SECONDS = 30.0
+# A decoded stream may legitimately be a few frames short of the header's
+# count (MP3 encoder delay, Vorbis granule rounding); more than this is a cut file.
+TRUNCATION_TOLERANCE = 0.01
+
+_MAGIC = [
+    (b"RIFF", "WAV"), (b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"ID3", "MP3"), (b"FORM", "AIFF"),
+    (b"MThd", "MIDI"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+    (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"<", "an HTML/XML text"),
+    (b"{", "a JSON text"), (b"\x7fELF", "a program binary"),
+]
+
+
+def sniff(head: bytes) -> str | None:
+    """What the first bytes of a file say it is (for error messages)."""
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
+        return "MP3"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head[:256]):
+        return "a plain text file"
+    return None
+
+
+def _open_error(path: str, exc: Exception) -> InputFileError:
+    ext = os.path.splitext(path)[1].lower() or "(none)"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except PermissionError:
+        return InputFileError("decode", "permission denied: cannot read the file")
+    except OSError as err:
+        return InputFileError("decode", f"cannot read the file: {err.strerror}")
+    if not head:
+        return InputFileError("decode", "empty file (0 bytes)")
+    what = sniff(head)
+    detail = str(exc).split(":")[-1].strip() or type(exc).__name__
+    if what is None:
+        return InputFileError("decode", f"not a readable audio file: unrecognised content for a {ext} file ({detail})")
+    if what in {"WAV", "FLAC", "Ogg", "MP3", "AIFF"}:
+        return InputFileError("decode", f"corrupt or unsupported {what} data ({detail})")
+    return InputFileError("decode", f"not audio: the {ext} file contains {what}")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    source_sample_rate: int
+    channels: int
+    frames: int  # as the header claims
+    format: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.source_sample_rate if self.source_sample_rate else 0.0
+
+
+_DECLARED_VS_ACTUAL = re.compile(r"(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)")
+
+
+def _truncation_in_log(log: str) -> str | None:
+    """libsndfile quietly shortens a cut WAV/AIFF; its parse log still says so."""
+    for declared, actual in _DECLARED_VS_ACTUAL.findall(log):
+        declared, actual = int(declared), int(actual)
+        # 0 and ~4 GiB are "unknown length" markers of streamed WAVs, not truncation.
+        if actual < declared < 0xFFFFFF00:
+            return f"truncated: the header promises {declared} bytes of audio data, the file holds {actual}"
+    if "File ended unexpectedly" in log:
+        return "truncated: the stream ends without its end-of-stream marker"
+    return None
+
+
+def probe(path: str) -> AudioInfo:
+    import soundfile as sf  # noqa: PLC0415
+
+    try:
+        info = sf.info(path)
+    except Exception as exc:  # LibsndfileError, RuntimeError, OSError
+        raise _open_error(path, exc) from None
+    cut = _truncation_in_log(getattr(info, "extra_info", "") or "")
+    if cut:
+        raise InputFileError("decode", cut)
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise InputFileError("decode", "no audio samples (zero-length stream)")
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), str(info.format))
+
+
+def iter_mono_blocks(path: str, sample_rate: int, *, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at ``sample_rate``, concatenating to the whole track.
+
+    Raises InputFileError if the stream breaks off or is much shorter than its header.
+    """
+    import soundfile as sf  # noqa: PLC0415
+    import soxr  # noqa: PLC0415
+
+    info = probe(path)
+    block = max(1, int(block_seconds * info.source_sample_rate))
+    resampler = None
+    if info.source_sample_rate != sample_rate:
+        resampler = soxr.ResampleStream(info.source_sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+    read = 0
+    try:
+        with sf.SoundFile(path) as fh:
+            while True:
+                x = fh.read(block, dtype="float32", always_2d=True)
+                last = x.shape[0] < block
+                read += x.shape[0]
+                mono = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+                if resampler is not None:
+                    mono = resampler.resample_chunk(mono, last=last)
+                if mono.size:
+                    yield np.ascontiguousarray(mono, dtype=np.float32)
+                if last:
+                    break
+    except InputFileError:
+        raise
+    except Exception as exc:
+        got = read / info.source_sample_rate
+        raise InputFileError("decode", f"truncated or corrupt: decoding stopped at {got:.1f} s of "
+                                       f"{info.duration_s:.1f} s ({str(exc).strip() or type(exc).__name__})") from None
+    if read == 0:
+        raise InputFileError("decode", "no audio samples (zero-length stream)")
+    if read < info.frames * (1 - TRUNCATION_TOLERANCE):
+        raise InputFileError("decode", f"truncated: {read / info.source_sample_rate:.1f} s of audio where the header "
+                                       f"promises {info.duration_s:.1f} s")
+    if not np.isfinite(read):
+        raise InputFileError("decode", "corrupt: non-finite sample count")
+
+
+def decode_file(path: str, sample_rate: int) -> np.ndarray:
+    """Whole track, mono float32 at ``sample_rate`` (same samples as the streamed blocks)."""
+    blocks = list(iter_mono_blocks(path, sample_rate))
+    y = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    if not np.all(np.isfinite(y)):
+        raise InputFileError("decode", "corrupt: decoded samples contain NaN or infinity")
+    return y
+
+
+@dataclass
+class Span:
+    """Samples a feature actor needs for frames [first_frame, stop_frame) of one track."""
+
+    index: int
+    window: np.ndarray  # mono float32, zeros outside the track
+    window_start: int  # sample index of window[0] (may be negative: left zero padding)
+    first_frame: int
+    stop_frame: int
+    total_samples: int | None  # known once the stream has ended
+    n_spans: int  # -1 until the stream has ended
+
+
+def iter_spans(blocks: Iterator[np.ndarray], *, hop_length: int, frames_per_span: int,
+               span_window: Callable[[int, int], tuple[int, int]]) -> Iterator[Span]:
+    """Cut a block stream into overlapping span windows.
+
+    ``span_window(first, stop)`` gives the sample range [a, b) the features of
+    frames [first, stop) depend on (STFT half-window plus filter context), so
+    spans computed independently join up into the unchunked result. Frames are
+    centred (frame t at sample t*hop), so a track of N samples has 1 + N//hop.
+    """
+    buf = np.zeros(0, dtype=np.float32)
+    buf_start = 0  # sample index of buf[0]
+    seen = 0
+    index = 0
+    first = 0
+    pending: list[Span] = []
+
+    def cut(a: int, b: int) -> np.ndarray:
+        out = np.zeros(b - a, dtype=np.float32)
+        lo, hi = max(a, buf_start), min(b, buf_start + buf.size)
+        if hi > lo:
+            out[lo - a:hi - a] = buf[lo - buf_start:hi - buf_start]
+        return out
+
+    for block in blocks:
+        buf = np.concatenate([buf, block]) if buf.size else block
+        seen += block.size
+        while True:
+            stop = first + frames_per_span
+            a, b = span_window(first, stop)
+            if b > seen:
+                break
+            yield Span(index, cut(a, b), a, first, stop, None, -1)
+            index += 1
+            first = stop
+            keep_from = max(span_window(first, first + frames_per_span)[0], buf_start)
+            buf = buf[keep_from - buf_start:]
+            buf_start = keep_from
+    total_frames = 1 + seen // hop_length
+    while first < total_frames:
+        stop = min(first + frames_per_span, total_frames)
+        a, b = span_window(first, stop)
+        pending.append(Span(index, cut(a, b), a, first, stop, seen, -1))
+        index += 1
+        first = stop
+    for span in pending:
+        span.n_spans = index
+        yield span

@@ -1,0 +1,68 @@
+"""Start or join Ray the way each of the three run modes needs.
+
+- local (no ``--address``, no ``RAY_ADDRESS``): Ray in-process on this
+  machine, offline, no token prompt, no usage-stats prompt;
+- ``--address``/``RAY_ADDRESS``: join that cluster (``ray job submit`` sets it);
+- quiet by default: Ray's own logs and per-operator progress bars only with -v.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from actors.errors import ChromarayError
+
+QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "1",
+             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+
+
+@dataclass(frozen=True)
+class RayInfo:
+    address: str | None  # None when local
+    dashboard_url: str | None
+    cpus: float
+    gpus: float
+
+
+def prepare_environment(verbose: bool = False) -> None:
+    for k, v in QUIET_ENV.items():
+        if k == "RAY_DATA_DISABLE_PROGRESS_BARS" and verbose:
+            continue
+        os.environ.setdefault(k, v)
+
+
+def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int | None = None) -> RayInfo:
+    prepare_environment(verbose)
+    import ray  # noqa: PLC0415
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not ray.is_initialized():
+        kwargs = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+        try:
+            if address:
+                ctx = ray.init(address=address, **kwargs)
+            else:
+                ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        except ConnectionError as exc:
+            raise ChromarayError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
+        dashboard = getattr(ctx, "dashboard_url", None) or None
+    else:
+        dashboard = None
+    _quiet_ray_data(verbose)
+    res = ray.cluster_resources()
+    url = f"http://{dashboard}" if dashboard and not str(dashboard).startswith("http") else dashboard
+    return RayInfo(address, url, float(res.get("CPU", 0)), float(res.get("GPU", 0)))
+
+
+def _quiet_ray_data(verbose: bool) -> None:
+    from ray.data import DataContext  # noqa: PLC0415
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    ctx.enable_operator_progress_bars = verbose
+    if hasattr(ctx, "print_on_execution_start"):
+        ctx.print_on_execution_start = verbose
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(level)
