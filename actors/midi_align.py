@@ -66,6 +66,16 @@ def unit_columns(x: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def coarsen(feat: np.ndarray, factor: int) -> np.ndarray:
+    """Unit-column features pooled over blocks of ``factor`` frames (for a cheap first DTW pass)."""
+    if factor <= 1 or feat.shape[1] == 0:
+        return feat
+    n = -(-feat.shape[1] // factor)
+    pad = n * factor - feat.shape[1]
+    x = np.pad(feat.astype(np.float64), ((0, 0), (0, pad)), mode="edge")
+    return unit_columns(x.reshape(feat.shape[0], n, factor).mean(axis=2))
+
+
 def profile(feat: np.ndarray) -> np.ndarray:
     """(12,) unit pitch-class profile of unit-column features (for candidate pruning)."""
     if feat.shape[1] == 0:
@@ -79,8 +89,8 @@ class Alignment:
 
     score: chance-corrected similarity (<= 1; see module doc). similarity: mean cosine along
     the path. chance: mean cosine over all pairs. audio_start_s/audio_end_s: matched span
-    in the audio; midi_start_s/midi_end_s: in the MIDI. tempo_ratio: MIDI span / audio span
-    (> 1 when the recording plays faster).
+    in the audio; midi_start_s/midi_end_s: in the MIDI. tempo_ratio: MIDI seconds per
+    audio second along the middle of the path (> 1 when the recording plays faster).
     """
 
     score: float
@@ -125,9 +135,17 @@ def align(midi_feat: np.ndarray, audio_feat: np.ndarray, *, rate_hz: float) -> A
         (a0, a1), (m0, m1) = (q0, q1), (r0, r1)
     else:
         (a0, a1), (m0, m1) = (r0, r1), (q0, q1)
-    audio_span = (a1 - a0 + 1) / rate_hz
-    midi_span = (m1 - m0 + 1) / rate_hz
+    # Tempo ratio = slope of the path (MIDI frames per audio frame) fitted on its middle
+    # 80 %: the ends are smeared by silences and note releases that either side may lack.
+    am = wp[:, 1] if not swap else wp[:, 0]
+    mm = wp[:, 0] if not swap else wp[:, 1]
+    lo, hi = int(0.1 * len(wp)), max(int(0.9 * len(wp)), int(0.1 * len(wp)) + 2)
+    seg_a, seg_m = am[lo:hi].astype(np.float64), mm[lo:hi].astype(np.float64)
+    if np.ptp(seg_a) > 0:
+        tempo_ratio = float(np.polyfit(seg_a, seg_m, 1)[0])
+    else:
+        tempo_ratio = float((m1 - m0 + 1) / max(a1 - a0 + 1, 1))
     return Alignment(score=float(score), similarity=float(similarity), chance=chance,
                      audio_start_s=a0 / rate_hz, audio_end_s=(a1 + 1) / rate_hz,
                      midi_start_s=m0 / rate_hz, midi_end_s=(m1 + 1) / rate_hz,
-                     tempo_ratio=float(midi_span / audio_span))
+                     tempo_ratio=tempo_ratio)

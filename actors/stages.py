@@ -11,11 +11,11 @@ retries cover process deaths, not exceptions.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
 import socket
-import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
@@ -40,6 +40,7 @@ ROW_SCHEMA = pa.schema([
     ("first_frame", pa.int64()),
     ("stop_frame", pa.int64()),
     ("total_samples", pa.int64()),  # -1 while unknown
+    ("ref_db", pa.float64()),  # the track's top_db reference for spans of long files (NaN: none)
     ("audio", pa.large_binary()),  # float32 samples, emptied after the feature stage
     ("payload", pa.large_binary()),  # pickled results
     ("worker_log", pa.string()),  # JSON list of batch-planner records (feature stage)
@@ -53,7 +54,7 @@ MANIFEST_SCHEMA = pa.schema([
 def empty_row(**fields: Any) -> dict[str, Any]:
     row = {"content_hash": "", "path": "", "kind": "audio", "size_bytes": 0, "error_stage": "", "error_reason": "",
            "meta": "{}", "span_index": 0, "n_spans": 1, "window_start": 0, "first_frame": 0, "stop_frame": 0,
-           "total_samples": -1, "audio": b"", "payload": b"", "worker_log": ""}
+           "total_samples": -1, "ref_db": float("nan"), "audio": b"", "payload": b"", "worker_log": ""}
     row.update(fields)
     return row
 
@@ -123,17 +124,28 @@ class DecodeStage(Stage):
         info = probe(src["path"])
         meta = json.dumps({"source_sample_rate": info.source_sample_rate, "channels": info.channels,
                            "format": info.format})
-        blocks = iter_mono_blocks(src["path"], self.dsp.sample_rate)
-        spans = iter_spans(blocks, hop_length=self.dsp.hop_length, frames_per_span=self.frames_per_span,
-                           span_window=lambda a, b: span_window(a, b, self.dsp))
-        for span in spans:
+
+        def spans() -> Iterator[Any]:
+            blocks = iter_mono_blocks(src["path"], self.dsp.sample_rate)
+            return iter_spans(blocks, hop_length=self.dsp.hop_length, frames_per_span=self.frames_per_span,
+                              span_window=lambda a, b: span_window(a, b, self.dsp))
+
+        ref_db = float("nan")
+        if info.duration_s * self.dsp.frame_rate_hz > self.frames_per_span:
+            # A long file: one cheap pass (STFT + mel) for the track's loudness
+            # reference makes every span's onset equal to the single-pass result.
+            ex = _reference_extractor(self.dsp)
+            ref_db = max(ex.frames_ref_db(sp.window, window_start=sp.window_start, first_frame=sp.first_frame,
+                                          stop_frame=sp.stop_frame, total_samples=sp.total_samples)
+                         for sp in spans())
+        for span in spans():
             if not np.all(np.isfinite(span.window)):
                 raise InputFileError("decode", "corrupt: decoded samples contain NaN or infinity")
             yield [empty_row(
                 content_hash=src["content_hash"], path=src["path"], kind="audio", size_bytes=src["size_bytes"],
                 meta=meta, span_index=span.index, n_spans=span.n_spans, window_start=span.window_start,
                 first_frame=span.first_frame, stop_frame=span.stop_frame,
-                total_samples=-1 if span.total_samples is None else span.total_samples,
+                total_samples=-1 if span.total_samples is None else span.total_samples, ref_db=ref_db,
                 audio=span.window.tobytes())]
 
     def _midi(self, src: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +165,13 @@ class DecodeStage(Stage):
             return error_row(src, exc.stage, exc.reason)
         except Exception as exc:
             return error_row(src, "midi", _unexpected(exc))
+
+
+@functools.lru_cache(maxsize=2)
+def _reference_extractor(dsp: DSPConfig) -> Any:
+    from actors.features import FeatureExtractor  # noqa: PLC0415
+
+    return FeatureExtractor(dsp, BatchConfig(device="cpu"))
 
 
 def track_result(features: Any, dsp: DSPConfig) -> dict[str, Any]:
@@ -194,10 +213,7 @@ class FeatureStage(Stage):
                 out[i] = self._span(row)
         if whole:
             self._whole(rows, whole, out)
-        log = getattr(self.extractor, "batch_log", None)
-        records = list(log) if log else []
-        if log:
-            log.clear()
+        records = self.extractor.drain_batch_log()
         result = [r for r in out if r is not None]
         for r in result:
             r["audio"] = b""
@@ -238,11 +254,9 @@ class FeatureStage(Stage):
         try:
             part = self.extractor.extract_span(self._samples(row), window_start=row["window_start"],
                                                first_frame=row["first_frame"], stop_frame=row["stop_frame"],
-                                               total_samples=None if total < 0 else total)
+                                               total_samples=None if total < 0 else total,
+                                               ref_db=None if np.isnan(row["ref_db"]) else row["ref_db"])
         except Exception as exc:
             return error_row(row, "features", _unexpected(exc))
         return dict(row, payload=pickle.dumps({"span": part}, protocol=5))
 
-
-def stage_timer() -> float:
-    return time.perf_counter()

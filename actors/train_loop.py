@@ -16,7 +16,7 @@ function runs in every training worker:
   to ``config["metrics_sink"]`` (a picklable callable from the driver, which
   writes SQLite: one writer) every ``log_every`` steps and at checkpoints.
 - final evaluation: rank 0 evaluates the unsplit ``eval`` dataset with the
-  unwrapped model (no DDP collectives) and reports ``eval_loss``.
+  unwrapped model (no DDP collectives) and returns ``eval_loss`` to the driver.
 
 This is the only module under actors/ that imports Ray.
 """
@@ -101,13 +101,24 @@ def _maybe_inject_fault(config: dict, rank: int, step: int) -> None:
     marker = Path(fault["marker"])
     if marker.exists():
         return
+    import ray.train  # noqa: PLC0415
+
+    # Die only once the last reported checkpoint is committed, so "resumes from
+    # the last checkpoint" is deterministic whatever the controller's polling lag.
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED,
+                                           timeout_s=120)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"killed rank {rank} at step {step}\n")
     os._exit(1)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Body of ``TorchTrainer(train_loop_per_worker=...)``; see the module docstring for config keys."""
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Body of ``TorchTrainer(train_loop_per_worker=...)``; see the module docstring for config keys.
+
+    Rank 0 returns the final metrics (``step``, ``start_step`` of this attempt,
+    ``loss``, ``eval_loss``, ``eval_items``): Ray Train V2 hands rank 0's return
+    value to the driver as ``Result.return_value``.
+    """
     import ray.train  # noqa: PLC0415
     import ray.train.torch  # noqa: PLC0415
     import torch.distributed as dist  # noqa: PLC0415
@@ -167,7 +178,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     while step < max_steps:
         n_batches = 0
         for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True, dtypes=dtype, device=device,
-                                              local_shuffle_buffer_size=4 * batch_size,
+                                              local_shuffle_buffer_size=16 * batch_size,
                                               local_shuffle_seed=epoch * world + rank):
             n_batches += 1
             inputs, targets = split_batch(batch["x"])
@@ -242,4 +253,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 if sink is not None:
                     sink([{"step": step, "loss": final["eval_loss"], "lr": 0.0, "items_per_s": 0.0,
                            "split": "eval"}])
-    ray.train.report(final, checkpoint=None)
+    return final if rank == 0 else None

@@ -192,3 +192,352 @@ def degrade(y: np.ndarray, condition: str, rng: np.random.Generator, sr: int = S
 
 
 CONDITIONS = ["clean", "noise10", "noise0", "mp3", "ogg", "mp3_noise10", "gain", "speed+2", "speed-2"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Library construction without the Ray pipeline (tests, benchmark): same feature chain and
+# fingerprint function the pipeline's FeatureStage uses, rows as pipeline/sink.py writes them.
+# ----------------------------------------------------------------------------------------------
+
+def content_hash_of(name: str) -> str:
+    import hashlib  # noqa: PLC0415
+
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def library_chroma(signals: list[np.ndarray]) -> list[np.ndarray]:
+    """Harmonic chroma of whole tracks by the pipeline's FeatureExtractor (CPU)."""
+    from actors.config import BatchConfig, DSPConfig  # noqa: PLC0415
+    from actors.features import FeatureExtractor  # noqa: PLC0415
+
+    fx = FeatureExtractor(DSPConfig(), BatchConfig(device="cpu"))
+    return [np.asarray(f.chroma) for f in fx(signals)]
+
+
+def insert_tracks(engine, items: list[tuple[str, np.ndarray, float]], *, run_id: str = "bench") -> list[str]:
+    """Store tracks ``(path, chroma, duration_s)`` like the pipeline: tracks, track_paths and
+    fingerprints rows (codes by actors.fingerprint.fingerprint_codes). Returns content hashes."""
+    from sqlalchemy.orm import Session  # noqa: PLC0415
+
+    from actors.config import DSPConfig  # noqa: PLC0415
+    from actors.fingerprint import FP_FRAME_RATE_HZ, FP_VERSION, fingerprint_codes  # noqa: PLC0415
+    from pipeline.store import Fingerprint, Track, TrackPath  # noqa: PLC0415
+
+    dsp = DSPConfig()
+    hashes = []
+    with Session(engine) as s, s.begin():
+        for path, chroma, duration in items:
+            h = content_hash_of(path)
+            hashes.append(h)
+            codes = np.asarray(fingerprint_codes(chroma, frame_rate_hz=dsp.frame_rate_hz), dtype="<u4")
+            s.merge(Track(content_hash=h, kind="audio", format="OGG", size_bytes=0, duration_s=float(duration),
+                          n_frames=int(chroma.shape[1]), features_version=dsp.version(), run_id=run_id))
+            s.merge(TrackPath(path=path, content_hash=h, size_bytes=0, mtime_ns=0, last_seen_run=run_id))
+            s.merge(Fingerprint(content_hash=h, version=FP_VERSION, frame_rate_hz=float(FP_FRAME_RATE_HZ),
+                                n_codes=int(codes.size), codes=codes.tobytes()))
+    return hashes
+
+
+def decode(path: str) -> np.ndarray:
+    from actors.decode import decode_file  # noqa: PLC0415
+
+    return decode_file(str(path), SR)
+
+
+def synthetic_postings(engine, n_tracks: int, seed: int, *, codes_per_track: int = 2300) -> None:
+    """Add ``n_tracks`` synthetic tracks to reach index scale: each is a run of real library codes
+    (repeats, runs and bit statistics of real music) XORed with a random 32-bit mask, so its codes
+    are spread over the code space like another song's and never reproduce a library track."""
+    import sqlite3  # noqa: PLC0415
+
+    from actors.fingerprint import FP_FRAME_RATE_HZ, FP_VERSION  # noqa: PLC0415
+    from pipeline import index  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    db = index.db_path(engine)
+    con = sqlite3.connect(db)
+    src = [np.frombuffer(b, dtype="<u4") for (b,) in con.execute("SELECT codes FROM fingerprints")]
+    pool = np.concatenate(src)
+    rows_t, rows_f = [], []
+    for i in range(n_tracks):
+        start = int(rng.integers(0, max(1, len(pool) - codes_per_track)))
+        codes = np.resize(pool[start:start + codes_per_track], codes_per_track)
+        codes = (codes ^ np.uint32(rng.integers(0, 2**32, dtype=np.uint64))).astype("<u4")
+        h = content_hash_of(f"synthetic-postings-{seed}-{i}")
+        rows_t.append((h, "audio", "SYN", 0, codes_per_track / FP_FRAME_RATE_HZ, 0, "bench", "bench"))
+        rows_f.append((h, FP_VERSION, float(FP_FRAME_RATE_HZ), codes_per_track, codes.tobytes()))
+    with con:
+        con.executemany("INSERT OR IGNORE INTO tracks (content_hash, kind, format, size_bytes, duration_s, n_frames, "
+                        "features_version, run_id, created_at) VALUES (?,?,?,?,?,?,?,?, datetime('now'))", rows_t)
+        con.executemany("INSERT OR IGNORE INTO fingerprints (content_hash, version, frame_rate_hz, n_codes, codes) "
+                        "VALUES (?,?,?,?,?)", rows_f)
+    con.close()
+
+
+def learn_thresholds(dump: list[dict]) -> dict:
+    """Accept thresholds from the best candidates of in- and out-of-library queries.
+
+    score = (BER + temporal-bit BER) / 2. For short (< SHORT_CODES compared codes) and long
+    verifications separately: threshold = worst correct in-library score + 1/3 of the gap to the
+    best out-of-library score (closer to the positives: a false positive costs more than a miss).
+    """
+    from pipeline.identify import SHORT_CODES  # noqa: PLC0415
+
+    out = {}
+    for name, lo, hi in (("short", 0, SHORT_CODES), ("long", SHORT_CODES, 10**9)):
+        pos = [0.5 * (d["ber"] + d["ber_d"]) for d in dump if d["pos"] and d["right"] and lo <= d["n"] < hi]
+        neg = [0.5 * (d["ber"] + d["ber_d"]) for d in dump if not d["pos"] and lo <= d["n"] < hi]
+        if pos and neg:
+            p, q = max(pos), min(neg)
+            out[name] = {"pos_max": round(p, 3), "neg_min": round(q, 3), "threshold": round(p + (q - p) / 3, 3),
+                         "n_pos": len(pos), "n_neg": len(neg)}
+    return out
+
+
+def _timed_queries(db: str, clips: list[np.ndarray], truth: list[str]) -> dict:
+    """Identify clips in this (fresh) process: latencies, hits, peak memory, resident index pages."""
+    import resource  # noqa: PLC0415
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipeline.identify import Identifier  # noqa: PLC0415
+    from pipeline.store import open_db  # noqa: PLC0415
+
+    ident = Identifier(open_db(db, readonly=True))
+    ident.identify_signal(clips[0][: SR * 3])  # warm-up: extractor filterbanks, imports
+    ident.timings.clear()
+    hits = 0
+    for clip, h in zip(clips, truth):
+        m = ident.identify_signal(clip)
+        hits += int(m is not None and m.content_hash == h)
+    resident = 0
+    try:  # pages of the index files mapped into this process and resident in RAM
+        with open("/proc/self/smaps") as fh:
+            cur = False
+            for line in fh:
+                if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                    cur = ".fpindex/" in line
+                elif cur and line.startswith("Rss:"):
+                    resident += int(line.split()[1]) * 1024
+    except OSError:
+        resident = -1
+    return {"hits": hits, "n": len(clips), "lat_s": [t["search_s"] for t in ident.timings],
+            "lat_t": [t["search_s"] + t["features_s"] for t in ident.timings],
+            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "index_resident_bytes": resident}
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+def run_fpcalc(clips: list[tuple[str, np.ndarray]], tmp: Path) -> dict | None:
+    """Chromaprint's fpcalc on the same clips, when Debian's libchromaprint-tools is installed."""
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    import soundfile as sf  # noqa: PLC0415
+
+    exe = shutil.which("fpcalc")
+    if exe is None:
+        return None
+    times = []
+    for name, y in clips:
+        p = tmp / f"{name}.wav"
+        sf.write(p, y, SR)
+        t0 = time.perf_counter()
+        subprocess.run([exe, "-raw", "-length", "30", str(p)], capture_output=True, check=False)
+        times.append(time.perf_counter() - t0)
+    return {"n": len(times), "fpcalc_p50_s": _pct(times, 50), "note": "fpcalc fingerprints only (no index)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-library", type=int, default=24, help="library tracks (real + synthetic songs)")
+    ap.add_argument("--song-seconds", type=float, default=30.0)
+    ap.add_argument("--queries-per-cond", type=int, default=20, help="per condition and duration")
+    ap.add_argument("--durations", default="3,5,10")
+    ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--n-negative", type=int, default=200, help="out-of-library queries")
+    ap.add_argument("--scale-tracks", type=int, default=10000, help="index size for the latency part (0: skip)")
+    ap.add_argument("--scale-queries", type=int, default=60, help="timed queries on the scaled index")
+    ap.add_argument("--no-real", action="store_true", help="do not use ../shared/data/audio")
+    ap.add_argument("--seed", type=int, default=1234, help="query cuts and noise")
+    ap.add_argument("--negative-seed-base", type=int, default=100000,
+                    help="out-of-library songs are synth_song(base + k); learn thresholds on another base")
+    ap.add_argument("--workdir", default=None, help="keep the library database here")
+    ap.add_argument("--json-out", default=None)
+    ap.add_argument("--reuse-library", action="store_true",
+                    help="reuse the database in --workdir from an earlier run with the same arguments")
+    ap.add_argument("--learn", action="store_true",
+                    help="derive the accept thresholds of pipeline.identify from this run (use seeds that differ "
+                         "from the evaluation: --seed 7 --negative-seed-base 500000)")
+    ap.add_argument("--dump", default=None, help="write the best candidate of every query (JSON lines)")
+    args = ap.parse_args(argv)
+
+    import tempfile  # noqa: PLC0415
+
+    from actors.fingerprint import FP_VERSION  # noqa: PLC0415
+    from pipeline import index  # noqa: PLC0415
+    from pipeline.identify import Identifier  # noqa: PLC0415
+    from pipeline.store import open_db  # noqa: PLC0415
+
+    rng = np.random.default_rng(args.seed)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_identify_"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    lib: list[tuple[str, np.ndarray]] = []
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio"
+    if not args.no_real and shared.exists():
+        for f in sorted(shared.glob("*.ogg"))[: args.n_library]:
+            lib.append((str(f), decode(str(f))))
+    seed = 0
+    while len(lib) < args.n_library:
+        lib.append((f"synthetic://song-{seed}", synth_song(seed, args.song_seconds)))
+        seed += 1
+    db = work / "library.sqlite"
+    if args.reuse_library and db.exists():
+        engine = open_db(db)
+        hashes = [content_hash_of(p) for p, _ in lib]
+    else:
+        for p in work.glob("library.sqlite*"):
+            if p.is_dir():
+                import shutil  # noqa: PLC0415
+
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        engine = open_db(db)
+        index.ensure_tables(engine)
+        chroma = library_chroma([y for _, y in lib])
+        hashes = insert_tracks(engine, [(p, c, len(y) / SR) for (p, y), c in zip(lib, chroma)])
+    st = index.sync(engine)
+    build_s = time.perf_counter() - t0
+    print(f"library: {len(lib)} tracks ({sum(len(y) for _, y in lib) / SR / 60:.1f} min), "
+          f"built in {build_s:.1f} s; index {st}", file=sys.stderr)
+
+    ident = Identifier(engine)
+    durations = [float(d) for d in args.durations.split(",")]
+    conditions = args.conditions.split(",")
+    results: dict[str, dict] = {}
+    pos_bers, lat_search, lat_total = [], [], []
+    dump: list[dict] = []  # best candidate of every query (threshold learning, --dump)
+    for cond in conditions:
+        for dur in durations:
+            hits, n, bers = 0, 0, []
+            for _ in range(args.queries_per_cond):
+                i = int(rng.integers(0, len(lib)))
+                y = lib[i][1]
+                n_q = int(dur * SR)
+                a = int(rng.integers(0, max(1, len(y) - n_q)))
+                clip = degrade(y[a: a + n_q], cond, rng)
+                m = ident.identify_signal(clip)
+                tm = ident.timings[-1]
+                lat_search.append(tm["search_s"])
+                lat_total.append(tm["search_s"] + tm["features_s"])
+                if ident.last_best is not None:
+                    bers.append(ident.last_best[0].score)
+                    c = ident.last_best[0]
+                    dump.append(dict(pos=1, cond=cond, dur=dur, ber=c.ber, ber_d=c.ber_delta, n=c.n, votes=c.votes,
+                                     right=bool(m is not None and m.content_hash == hashes[i]) if m else
+                                     ident.index.tracks[c.key].content_hash == hashes[i]))
+                n += 1
+                hits += int(m is not None and m.content_hash == hashes[i])
+            results[f"{cond}/{dur:g}s"] = {"n": n, "top1": hits / max(1, n), "score_median": _pct(bers, 50),
+                                           "score_max": max(bers) if bers else None}
+            pos_bers.extend(bers)
+            print(f"{cond:12s} {dur:4.0f} s  top-1 {hits}/{n} = {hits / max(1, n):.3f}  "
+                  f"score median {_pct(bers, 50):.3f} max {max(bers) if bers else float('nan'):.3f}", file=sys.stderr)
+    # Out-of-library queries.
+    fp, neg_bers = 0, []
+    fp_by_dur = {f"{d:g}s": [0, 0] for d in durations}
+    neg_conds = ["clean", "noise10", "mp3"]
+    for k in range(args.n_negative):
+        y = synth_song(args.negative_seed_base + k, 12.0)
+        dur = durations[k % len(durations)]
+        n_q = int(dur * SR)
+        a = int(rng.integers(0, max(1, len(y) - n_q)))
+        clip = degrade(y[a: a + n_q], neg_conds[k % len(neg_conds)], rng)
+        m = ident.identify_signal(clip)
+        tm = ident.timings[-1]
+        lat_search.append(tm["search_s"])
+        lat_total.append(tm["search_s"] + tm["features_s"])
+        fp_by_dur[f"{dur:g}s"][0] += int(m is not None)
+        fp_by_dur[f"{dur:g}s"][1] += 1
+        if ident.last_best is not None:
+            neg_bers.append(ident.last_best[0].score)
+            c = ident.last_best[0]
+            dump.append(dict(pos=0, cond=neg_conds[k % len(neg_conds)], dur=dur, ber=c.ber, ber_d=c.ber_delta, n=c.n,
+                             votes=c.votes, right=False))
+        fp += int(m is not None)
+    print(f"out-of-library: {fp} false positives in {args.n_negative} (per duration [fp, n]: {fp_by_dur}); "
+          f"best-candidate score min "
+          f"{min(neg_bers) if neg_bers else float('nan'):.3f} p1 {_pct(neg_bers, 1):.3f} median {_pct(neg_bers, 50):.3f}",
+          file=sys.stderr)
+    report: dict = {
+        "fp_version": FP_VERSION, "library_tracks": len(lib), "build_s": build_s, "per_condition": results,
+        "negatives": {"n": args.n_negative, "false_positives": fp, "by_duration_fp_n": fp_by_dur,
+                      "score_min": min(neg_bers) if neg_bers else None, "score_p1": _pct(neg_bers, 1)},
+        "positives_score_p99": _pct(pos_bers, 99),
+        "latency_small_index": {"search_p50_ms": 1e3 * _pct(lat_search, 50), "search_p95_ms": 1e3 * _pct(lat_search, 95),
+                                "with_features_p50_ms": 1e3 * _pct(lat_total, 50),
+                                "with_features_p95_ms": 1e3 * _pct(lat_total, 95)},
+    }
+    # Scale: synthetic postings up to scale-tracks, then the same kind of queries timed again.
+    if args.scale_tracks > len(lib):
+        t1 = time.perf_counter()
+        synthetic_postings(engine, args.scale_tracks - len(lib), args.seed)
+        st = index.sync(engine)
+        scale_build = time.perf_counter() - t1
+        clips, truth = [], []
+        for k in range(args.scale_queries):
+            i = int(rng.integers(0, len(lib)))
+            y = lib[i][1]
+            dur = durations[k % len(durations)]
+            n_q = int(dur * SR)
+            a = int(rng.integers(0, max(1, len(y) - n_q)))
+            clips.append(degrade(y[a: a + n_q], "mp3_noise10", rng))
+            truth.append(hashes[i])
+        # Timed in a fresh process, so its memory is that of a query process (index mapped,
+        # feature extractor), not of this benchmark's library construction.
+        import concurrent.futures as cf  # noqa: PLC0415
+        import multiprocessing as mp  # noqa: PLC0415
+
+        with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            sq = pool.submit(_timed_queries, str(db), clips, truth).result()
+        hits, n, lat_s, lat_t, rss = sq["hits"], sq["n"], sq["lat_s"], sq["lat_t"], sq["max_rss_bytes"]
+        from pipeline.identify import find_duplicates  # noqa: PLC0415
+
+        t2 = time.perf_counter()
+        groups = find_duplicates(engine)
+        dup_s = time.perf_counter() - t2
+        report["scale"] = {"tracks": st["tracks"], "postings": st["postings"], "index_bytes": st["bytes"],
+                           "build_s": scale_build, "queries": n, "top1": hits / n,
+                           "search_p50_ms": 1e3 * _pct(lat_s, 50), "search_p95_ms": 1e3 * _pct(lat_s, 95),
+                           "with_features_p50_ms": 1e3 * _pct(lat_t, 50), "with_features_p95_ms": 1e3 * _pct(lat_t, 95),
+                           "query_process_max_rss_bytes": rss,
+                           "index_pages_resident_bytes": sq["index_resident_bytes"],
+                           "duplicates_scan_s": dup_s, "duplicate_groups": len(groups)}
+        print(f"scale: {st['tracks']} tracks, {st['postings']} postings, index {st['bytes'] / 1e6:.1f} MB on disk "
+              f"(built in {scale_build:.1f} s); top-1 {hits}/{n} (mp3 + 10 dB); search p50 "
+              f"{report['scale']['search_p50_ms']:.1f} ms p95 {report['scale']['search_p95_ms']:.1f} ms; "
+              f"with features p50 {report['scale']['with_features_p50_ms']:.0f} ms p95 "
+              f"{report['scale']['with_features_p95_ms']:.0f} ms; query process max RSS {rss / 1e6:.0f} MB, index pages "
+              f"resident {sq['index_resident_bytes'] / 1e6:.0f} MB; duplicates scan {dup_s:.1f} s ({len(groups)} groups)",
+              file=sys.stderr)
+    if args.dump:
+        Path(args.dump).write_text("\n".join(json.dumps(d) for d in dump))
+    if args.learn:
+        report["learned"] = learn_thresholds(dump)
+        print(f"learned thresholds: {report['learned']}", file=sys.stderr)
+    fpc = run_fpcalc([], work)
+    report["fpcalc"] = fpc if fpc is not None else "fpcalc not installed (libchromaprint-tools): comparison skipped"
+    text = json.dumps(report, indent=2, default=float)
+    print(text)
+    if args.json_out:
+        Path(args.json_out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    raise SystemExit(main())

@@ -1,19 +1,79 @@
-"""Placeholder: `chromaray doctor` is being built (owned by another issue)."""
+"""Print the detected devices, the training profile that would be chosen, and which
+fast paths are active (CuPy DSP kernels, mamba_ssm CUDA kernels)."""
 from __future__ import annotations
 
 import argparse
+import json
 
-from actors.errors import ChromarayError
-
-HELP = "(not built yet)"
+HELP = "show devices, chosen hardware profile and active fast paths"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--profile", default=None, help="profile to resolve instead of the automatic choice")
+    parser.add_argument("--address", default=None,
+                        help="also connect to this Ray cluster and check the profile fits its resources")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def report(profile_name: str | None = None, *, address: str | None = None) -> dict:
+    """Everything doctor prints, as a dict."""
+    import ray  # noqa: PLC0415
+
+    from actors.errors import ChromarayError  # noqa: PLC0415
+    from pipeline.profiles import check_cluster_fits, detect_hardware, resolve_workers, select_profile  # noqa: PLC0415
+
+    hw = detect_hardware()
+    info: dict = {
+        "torch": hw.torch_version, "ray": ray.__version__, "cpus": hw.cpus,
+        "cuda_devices": hw.cuda_devices, "cuda_names": hw.cuda_names, "mps": hw.mps,
+        "fast_paths": {
+            "cupy_dsp": hw.cupy,
+            "mamba_ssm_kernels": hw.mamba_kernels,
+            "mamba_force_fallback": hw.mamba_force_fallback,
+            "mamba_backend": hw.mamba_backend,
+        },
+    }
+    cluster_gpus = None
+    if address:
+        ray.init(address=address)
+        try:
+            res = ray.cluster_resources()
+        finally:
+            ray.shutdown()
+        info["cluster_resources"] = {k: v for k, v in res.items() if k in ("CPU", "GPU", "memory")}
+        cluster_gpus = res.get("GPU", 0.0)
+    prof = select_profile(profile_name, hw=hw, cluster_gpus=cluster_gpus)
+    info["profile"] = prof.to_dict()
+    if address:
+        try:
+            check_cluster_fits(prof, res, resolve_workers(prof, res))
+            info["profile_fits_cluster"] = True
+        except ChromarayError as exc:
+            info["profile_fits_cluster"] = str(exc)
+    return info
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ChromarayError("doctor is not built yet")
+    info = report(args.profile, address=args.address)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    p = info["profile"]
+    fp = info["fast_paths"]
+    gpus = ", ".join(info["cuda_names"]) or "none"
+    print(f"torch {info['torch']}, ray {info['ray']}, {info['cpus']} CPUs")
+    print(f"CUDA devices: {info['cuda_devices']} ({gpus}); Apple MPS: {'yes' if info['mps'] else 'no'}")
+    print(f"profile: {p['name']} (chosen by {p['source']}): workers={p['workers']} cpus/worker={p['cpus_per_worker']} "
+          f"gpus/worker={p['gpus_per_worker']} device={p['device']} precision={p['precision']} "
+          f"batch/worker={p['batch_size']} seq_len={p['seq_len']}")
+    print(f"fast path CuPy DSP kernels: {'active' if fp['cupy_dsp'] else 'inactive (NumPy)'}")
+    mk = ("active" if fp["mamba_backend"] == "mamba_ssm" else
+          "available but forced off (CHROMARAY_MAMBA_FORCE_FALLBACK)" if fp["mamba_ssm_kernels"] else
+          "inactive (pure-PyTorch mambapy)")
+    print(f"fast path mamba_ssm kernels: {mk}")
+    if "cluster_resources" in info:
+        print(f"Ray cluster: {info['cluster_resources']}; profile fits: {info['profile_fits_cluster']}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,19 +1,57 @@
-"""Placeholder: `chromaray duplicates` is being built (owned by another issue)."""
+"""Find tracks in a fingerprinted library that are the same recording.
+
+Other encodings and bitrates, trimmed or padded copies, louder or quieter ones: every indexed
+track is looked up in the fingerprint index and pairs that align with a low bit error rate are
+grouped. Prints each group with a similarity score (1 = identical fingerprints, 0 = chance) and
+each member's offset in seconds; --json prints one JSON object per group and line.
+"""
 from __future__ import annotations
 
 import argparse
 
-from actors.errors import ChromarayError
-
-HELP = "(not built yet)"
+HELP = "group tracks of the library that are the same recording"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--db", required=True, help="SQLite database written by `chromaray fingerprint`")
+    parser.add_argument("--json", action="store_true", help="one JSON object per group and line")
+    parser.add_argument("--max-score", type=float, default=None,
+                        help="largest mismatch score (bit error rates, 0..0.5) of a duplicate pair "
+                             "(default: the calibrated one)")
+    parser.add_argument("--min-overlap", type=float, default=None, metavar="SECONDS",
+                        help="shortest aligned overlap of a duplicate pair (or 80%% of the shorter track)")
+    parser.add_argument("--no-sync", action="store_true", help="do not bring a stale fingerprint index up to date")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise ChromarayError("duplicates is not built yet")
+    import json  # noqa: PLC0415
+
+    from actors.errors import ChromarayError  # noqa: PLC0415
+    from jobs.identify import _engine_with_index  # noqa: PLC0415
+    from pipeline import identify as q  # noqa: PLC0415
+
+    engine = _engine_with_index(args.db, sync=not args.no_sync)
+    opts = {}
+    if args.max_score is not None:
+        if not 0.0 < args.max_score < 0.5:
+            raise ChromarayError("--max-score must be between 0 and 0.5")
+        opts["max_score"] = args.max_score
+    if args.min_overlap is not None:
+        opts["min_overlap_s"] = args.min_overlap
+    groups = q.find_duplicates(engine, **opts)
+    if args.json:
+        for g in groups:
+            print(json.dumps(g.to_json()), flush=True)
+        return 0
+    if not groups:
+        print("no duplicates")
+        return 0
+    for i, g in enumerate(groups, 1):
+        print(f"group {i}: {len(g.members)} tracks, similarity {g.similarity:.2f}")
+        for m in g.members:
+            paths = ", ".join(m["paths"]) or "(no path)"
+            print(f"  {m['content_hash'][:12]}  offset {m['offset_s']:+.2f} s  similarity {m['similarity']:.2f}  {paths}")
+    return 0
 
 
 if __name__ == "__main__":

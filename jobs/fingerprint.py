@@ -48,6 +48,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     return o
 
 
+def _stop_on_sigterm() -> None:
+    """`ray job stop` sends SIGTERM: unwind like Ctrl-C so the run is recorded as stopped."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def run(args: argparse.Namespace) -> int:
     from actors.errors import ChromarayError  # noqa: PLC0415
     from pipeline.config import load_config  # noqa: PLC0415
@@ -57,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from pipeline.run import run_fingerprint  # noqa: PLC0415
 
+    _stop_on_sigterm()
     cfg = load_config(args.config, overrides=_overrides(args))
     paths = list(args.paths)
     if not paths:
@@ -73,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  error [{stage}] {path}: {reason}", file=sys.stderr)
     if len(summary.error_rows) > 20:
         print(f"  ... {len(summary.error_rows) - 20} more errors in the database (table errors)", file=sys.stderr)
-    print(f"done: {summary.processed} processed, {summary.skipped} skipped (already known), "
+    print(f"done: {summary.processed} processed, {summary.skipped} skipped (already known or copies), "
           f"{summary.errors} errors" + (f", {summary.known_errors} known errors not retried" if summary.known_errors else "")
           + (f", {summary.path_updates} paths updated" if summary.path_updates else "")
           + f" | {summary.audio_seconds / 3600:.3f} audio h in {summary.wall_s:.1f} s"

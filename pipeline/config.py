@@ -33,7 +33,9 @@ class PipelineConfig:
     files_per_shard: int = 16  # manifest rows per Ray Data input block
     feature_actors: int = 0  # 0 = one per free CPU left after decoding (at least 1)
     feature_batch_rows: int = 4  # rows per map_batches call; the actor sub-batches by memory
-    decode_cpus: float = 1.0
+    # Different CPU shares keep Ray Data from fusing decoding into the feature actors,
+    # so decoding streams ahead in tasks while the actors analyse.
+    decode_cpus: float = 0.5
     feature_cpus: float = 1.0
     feature_gpus: float = 0.0  # >0 only when the cluster has GPUs (checked before submitting)
     parquet_rows_per_part: int = 64

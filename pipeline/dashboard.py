@@ -167,7 +167,8 @@ class DashboardData:
             if r is None:
                 return None
             out = self._run_dict(r)
-            out["stages"] = self._stages(conn, tables, run_id, running=r.status == "running")
+            out["stages"] = self._stages(conn, tables, run_id, running=r.status == "running",
+                                         started_at=out["started_at"])
             out["last_update"] = max([out["updated_at"] or 0.0]
                                      + [s["latest"]["ts"] or 0.0 for s in out["stages"].values()])
             out["actors"], out["batch_log"] = self._batches(conn, tables, run_id)
@@ -177,7 +178,8 @@ class DashboardData:
         return out
 
     @staticmethod
-    def _stages(conn: Connection, tables: set[str], run_id: str, *, running: bool) -> dict[str, Any]:
+    def _stages(conn: Connection, tables: set[str], run_id: str, *, running: bool,
+                started_at: float | None = None) -> dict[str, Any]:
         if "progress" not in tables:
             return {}
         p = store.ProgressEvent.__table__
@@ -188,18 +190,25 @@ class DashboardData:
             by_stage.setdefault(row.stage, []).append(row)
         stages: dict[str, Any] = {}
         for stage, srows in by_stage.items():
-            pts = [(_epoch(x.ts) or 0.0, x.done, x.total, x.errors, x.audio_seconds) for x in srows]
+            # A file is "handled" once it is done or failed: throughput and ETA count both,
+            # so a run with errors still reaches 100 % and an ETA of zero.
+            pts = [(_epoch(x.ts) or 0.0, x.done + x.errors, x.total, x.done, x.errors, x.audio_seconds)
+                   for x in srows]
+            # Each run counts from zero at its start: anchoring there gives a first
+            # throughput figure even when a short job reports only at the end.
+            if started_at is not None and started_at < pts[0][0] and pts[0][1] > 0:
+                pts.insert(0, (started_at, 0, pts[0][2], 0, 0, 0.0))
             last = pts[-1]
             # Throughput between consecutive plotted points (files/s, audio s per wall s).
             thin = _thin(pts)
             series = []
-            for i, (t, done, total, errs, audio) in enumerate(thin):
+            for i, (t, handled, total, done, errs, audio) in enumerate(thin):
                 rate = audio_rate = None
                 if i > 0 and t > thin[i - 1][0]:
                     dt_s = t - thin[i - 1][0]
-                    rate = max(0.0, (done - thin[i - 1][1]) / dt_s)
-                    audio_rate = max(0.0, (audio - thin[i - 1][4]) / dt_s)
-                series.append({"t": t, "done": done, "total": total, "errors": errs,
+                    rate = max(0.0, (handled - thin[i - 1][1]) / dt_s)
+                    audio_rate = max(0.0, (audio - thin[i - 1][5]) / dt_s)
+                series.append({"t": t, "done": done, "total": total, "errors": errs, "handled": handled,
                                "audio_seconds": audio, "files_per_s": rate, "audio_x": audio_rate})
             # Recent rate for the ETA: the oldest point inside the window before the last one.
             ref = next((q for q in pts if q[0] >= last[0] - ETA_WINDOW_S and q is not last), None)
@@ -213,16 +222,16 @@ class DashboardData:
                 overall = max(0.0, (last[1] - pts[0][1]) / (last[0] - pts[0][0]))
             remaining = max(0, last[2] - last[1])
             eta = None
-            if running and remaining > 0 and recent:
-                eta = remaining / recent
-            elif remaining == 0 and last[2] > 0:
+            if remaining == 0:
                 eta = 0.0
+            elif running and recent:
+                eta = remaining / recent
             detail = conn.execute(select(p.c.detail).where(p.c.id == srows[-1].id)).scalar()
             stages[stage] = {
-                "latest": {"ts": last[0], "done": last[1], "total": last[2], "errors": last[3],
-                           "audio_seconds": last[4]},
+                "latest": {"ts": last[0], "done": last[3], "total": last[2], "errors": last[4],
+                           "handled": last[1], "audio_seconds": last[5]},
                 "files_per_s_recent": recent, "files_per_s_overall": overall, "eta_s": eta,
-                "n_points": len(pts), "series": series, "detail": detail or {},
+                "n_points": len(srows), "series": series, "detail": detail or {},
             }
         return stages
 

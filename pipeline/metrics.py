@@ -33,7 +33,8 @@ class RunMetrics:
     is fine.
     """
 
-    def __init__(self, *, job: str = "fingerprint") -> None:
+    def __init__(self, run_id: str | None = None, *, job: str = "fingerprint") -> None:
+        self.run_id = run_id  # kept for logs; see the class docstring for why it is no tag
         self.job = job
         self._m: dict[str, Any] | None = None
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from actors.errors import ChromarayError
 
 QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "1",
-             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,6 @@ class RayInfo:
 
 def prepare_environment(verbose: bool = False) -> None:
     for k, v in QUIET_ENV.items():
-        if k == "RAY_DATA_DISABLE_PROGRESS_BARS" and verbose:
-            continue
         os.environ.setdefault(k, v)
 
 
@@ -63,6 +64,35 @@ def _quiet_ray_data(verbose: bool) -> None:
     ctx.enable_operator_progress_bars = verbose
     if hasattr(ctx, "print_on_execution_start"):
         ctx.print_on_execution_start = verbose
-    level = logging.INFO if verbose else logging.WARNING
+    level = logging.INFO if verbose else logging.ERROR
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(level)
+
+
+@contextmanager
+def native_stderr_to(log_path: str | os.PathLike | None) -> Iterator[None]:
+    """Send what Ray's C++ core writes to file descriptor 2 into ``log_path``
+    while Python's own stderr (progress bar, errors) still reaches the terminal.
+
+    Ray prints advisory lines from C++ straight to fd 2 (e.g. ray-project/ray#57733),
+    which no Python logging setting silences. ``None`` leaves stderr alone (-v).
+    """
+    if log_path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    python_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding or "utf-8",
+                           errors="replace")
+    os.dup2(log, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.close(saved)
+        os.close(log)

@@ -60,6 +60,7 @@ class WorkPlan:
     path_updates: list[ManifestRow]  # known content at a path not yet recorded for it
     stale_paths: list[str]  # recorded under the scanned roots, gone now
     read_errors: list[ManifestRow]
+    copied_errors: list[tuple[ManifestRow, str, str]]  # (row, stage, reason) of known-bad content at a new path
     skipped: int
     known_errors: int
 
@@ -69,12 +70,13 @@ def plan_work(engine: Engine, manifest: Sequence[ManifestRow], roots: Sequence[s
     with Session(engine) as s:
         current = {h: (k, v) for h, k, v in s.execute(select(Track.content_hash, Track.kind, Track.features_version))}
         recorded = dict(s.execute(select(TrackPath.path, TrackPath.content_hash)).all())
-        failed = {(p, h) for p, h, v in s.execute(select(ErrorRow.path, ErrorRow.content_hash,
-                                                         ErrorRow.features_version))
-                  if v == versions["audio"] and h}
+        failed = {h: (stage, reason) for h, stage, reason, v in s.execute(
+            select(ErrorRow.content_hash, ErrorRow.stage, ErrorRow.reason, ErrorRow.features_version))
+            if v == versions["audio"] and h}
+        error_paths = set(s.scalars(select(ErrorRow.path)))
     paths_by_hash: dict[str, list[tuple[str, int, int]]] = {}
     to_process: dict[str, ManifestRow] = {}
-    path_updates, read_errors = [], []
+    path_updates, read_errors, copied_errors = [], [], []
     skipped = known_errors = 0
     for row in manifest:
         if not row.content_hash:
@@ -86,8 +88,10 @@ def plan_work(engine: Engine, manifest: Sequence[ManifestRow], roots: Sequence[s
             if recorded.get(row.path) != row.content_hash:
                 path_updates.append(row)
             skipped += 1
-        elif not retry_errors and (row.path, row.content_hash) in failed:
-            known_errors += 1
+        elif not retry_errors and row.content_hash in failed:
+            known_errors += 1  # same bytes failed before: same error, at this path too
+            if row.path not in error_paths:
+                copied_errors.append((row, *failed[row.content_hash]))
         elif row.content_hash not in to_process:
             to_process[row.content_hash] = row
         else:
@@ -96,7 +100,8 @@ def plan_work(engine: Engine, manifest: Sequence[ManifestRow], roots: Sequence[s
     roots_abs = [os.path.abspath(r) for r in roots]
     stale = [p for p in recorded if p not in seen and any(p == r or p.startswith(r.rstrip(os.sep) + os.sep)
                                                           for r in roots_abs)]
-    return WorkPlan(list(to_process.values()), paths_by_hash, path_updates, stale, read_errors, skipped, known_errors)
+    return WorkPlan(list(to_process.values()), paths_by_hash, path_updates, stale, read_errors, copied_errors,
+                    skipped, known_errors)
 
 
 def apply_path_changes(engine: Engine, plan: WorkPlan, run_id: str) -> None:
@@ -183,14 +188,22 @@ def run_fingerprint(inputs: Sequence[str], *, db: str, out: str, cfg: ChromarayC
                           rows_per_part=cfg.pipeline.parquet_rows_per_part, metrics=_metrics(run_id))
         for row in plan.read_errors:
             sink.error(row.path, "", "read", row.error)
+        for row, stage, reason in plan.copied_errors:
+            sink.error(row.path, row.content_hash, stage, reason, counted=False)
         if not plan.to_process:
             sink.flush()
             log(f"nothing new: {len(files)} file(s) found, {plan.skipped} already processed"
                 + (f", {summary.path_updates} path(s) updated" if summary.path_updates else "")
                 + (f", {plan.known_errors} known error(s) not retried" if plan.known_errors else ""))
         else:
-            info = _start_ray(engine, run_id, address, verbose, num_cpus)
-            _stream(plan.to_process, cfg, sink, info, engine, run_id, show_progress)
+            from pipeline.ray_runtime import native_stderr_to  # noqa: PLC0415
+
+            with native_stderr_to(None if verbose else out_dir / "ray-driver.log"):
+                info = _start_ray(engine, run_id, address, verbose, num_cpus)
+                _stream(plan.to_process, cfg, sink, info, engine, run_id, show_progress)
+        from pipeline import index  # noqa: PLC0415
+
+        index.sync(engine)  # identify/duplicates see exactly the fingerprints table
         summary.processed = sink.counts.done
         summary.errors = sink.counts.errors
         summary.audio_seconds = sink.counts.audio_seconds

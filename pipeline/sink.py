@@ -69,6 +69,7 @@ class ResultSink:
         self._batch_logs: list[dict[str, Any]] = []
         self._recent: deque[dict[str, Any]] = deque(maxlen=20)
         self._seq = 0
+        self._extractor = None
         self._last_flush = time.monotonic()
 
     # -- intake ---------------------------------------------------------
@@ -98,13 +99,12 @@ class ResultSink:
         n = self._n_spans.get(h)
         if n is None or len(self._spans[h]) < n:
             return
-        from actors.features import finalize_track  # noqa: PLC0415
         from actors.stages import track_result  # noqa: PLC0415
 
         spans = self._spans.pop(h)
         del self._n_spans[h]
         try:
-            result = track_result(finalize_track([spans[i] for i in range(n)]), self.dsp)
+            result = track_result(self._joiner().finalize_track([spans[i] for i in range(n)]), self.dsp)
         except Exception as exc:
             self.error(row["path"], h, "features", f"could not join the spans of a long file: {exc}")
             return
@@ -113,8 +113,22 @@ class ResultSink:
     def _finish(self, row: dict[str, Any], meta: dict[str, Any], result: Any) -> None:
         self._ready.append(Finished(row["content_hash"], row["kind"], row["path"], row["size_bytes"], meta, result))
 
-    def error(self, path: str, content_hash: str, stage: str, reason: str) -> None:
-        self._errors.append({"path": path, "content_hash": content_hash or "", "stage": stage, "reason": reason})
+    def _joiner(self) -> Any:
+        """A CPU extractor on the driver, only to join spans (tempo + summaries: cheap)."""
+        if self._extractor is None:
+            from actors.config import BatchConfig  # noqa: PLC0415
+            from actors.features import FeatureExtractor  # noqa: PLC0415
+
+            self._extractor = FeatureExtractor(self.dsp, BatchConfig(device="cpu"))
+        return self._extractor
+
+    def error(self, path: str, content_hash: str, stage: str, reason: str, *, counted: bool = True) -> None:
+        """Record a failed file, and every other path holding the same bytes."""
+        paths = {p for p, _, _ in self.paths_by_hash.get(content_hash, [])} if content_hash else set()
+        for p in sorted(paths | {path}):
+            self._errors.append({"path": p, "content_hash": content_hash or "", "stage": stage, "reason": reason})
+        if not counted:
+            return
         self.counts.errors += 1
         self.counts.error_rows.append((path, stage, reason))
         if self.metrics is not None:
@@ -152,6 +166,8 @@ class ResultSink:
             for dataset, table in self._tables(ready).items():
                 if table.num_rows:
                     parts.append((write_part(self.out_dir, dataset, name, table), dataset, table.num_rows))
+            if any(f.kind == "midi" for f in ready):
+                self._write_vocab()
         with Session(self.engine) as s, s.begin():
             for rel, dataset, n in parts:
                 s.add(ParquetPart(name=rel, dataset=dataset, run_id=self.run_id, n_rows=n))
@@ -181,6 +197,17 @@ class ResultSink:
                     self.metrics.track_done(secs)
         if self.on_commit is not None and ready:
             self.on_commit(ready)
+
+    def _write_vocab(self) -> None:
+        """The token vocabulary beside the tokens parts (same tokenizer for every row of a version)."""
+        path = self.out_dir / "tokens" / "vocab.json"
+        if path.exists():
+            return
+        from actors.midi import vocab_json  # noqa: PLC0415
+
+        tmp = path.with_name(".vocab.json.tmp")
+        tmp.write_text(vocab_json())
+        tmp.replace(path)
 
     def _duration(self, f: Finished) -> float:
         if f.kind == "midi":

@@ -41,14 +41,18 @@ def softmask(X: Any, X_ref: Any, *, power: float = 1.0, split_zeros: bool = Fals
     dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float32
     if not math.isfinite(power):
         return X > X_ref
-    Z = xp.maximum(X, X_ref).astype(dtype)
+    Z = xp.maximum(X, X_ref).astype(dtype, copy=False)
     bad = Z < np.finfo(dtype).tiny
     Z[bad] = 1
-    mask = (X / Z) ** power
-    ref_mask = (X_ref / Z) ** power
-    # librosa divides only the good entries; with Z = 1 on bad ones this is the
-    # same arithmetic on good entries and the bad ones are overwritten below.
-    mask /= mask + ref_mask
+    # librosa's arithmetic ((X/Z)^p, (X_ref/Z)^p, divide the good entries),
+    # done in place: two full-size temporaries instead of five.
+    mask = X / Z
+    mask **= power
+    ref_mask = xp.divide(X_ref, Z, out=Z)
+    ref_mask **= power
+    ref_mask += mask  # the denominator
+    ref_mask[bad] = 1  # bad entries are overwritten below (0 / 0 otherwise)
+    mask /= ref_mask
     mask[bad] = 0.5 if split_zeros else 0.0
     return mask
 
@@ -94,7 +98,6 @@ def hpss(
     batch axes; ``lengths`` (flattened batch,) as in :func:`hpss_masks`.
     """
     xp = get_xp(S)
-    lead = S.shape[:-2]
     S3 = S.reshape((-1,) + S.shape[-2:])
     if xp.iscomplexobj(S3):
         mag = xp.abs(S3)

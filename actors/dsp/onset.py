@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from actors.dsp.chroma import apply_filterbank
+from actors.dsp.stft import fft_module, frame
 from actors.xp import get_xp
 
 AMIN = 1e-10
@@ -46,7 +48,7 @@ def onset_pad_width(*, n_fft: int, hop_length: int, lag: int = 1, center: bool =
 def mel_db(S_power: Any, mel_fb: Any) -> Any:
     """Unclipped mel log-power 10 log10(max(amin, mel @ S)) (..., n_mels, T), float32."""
     xp = get_xp(S_power)
-    M = xp.matmul(mel_fb, S_power)
+    M = apply_filterbank(mel_fb, S_power)
     return 10.0 * xp.log10(xp.maximum(M, xp.float32(AMIN)))
 
 
@@ -139,7 +141,7 @@ def tempo(
     std_bpm: float = 1.0,
     ac_size: float = 8.0,
     max_tempo: float | None = 320.0,
-    block_frames: int = 4096,
+    block_frames: int = 256,
 ) -> float:
     """Global tempo (BPM) of one onset envelope (T,), = ``librosa.feature.tempo``.
 
@@ -162,15 +164,14 @@ def tempo(
     window = xp.asarray(scipy.signal.get_window("hann", win, fftbins=True))
     n_pad = scipy.fft.next_fast_len(2 * win - 1, real=True)
     total = xp.zeros(win, dtype=xp.float64)
+    fftm = fft_module(xp)
     tiny = np.finfo(np.float64).tiny
     for start in range(0, n, block_frames):
         stop = min(n, start + block_frames)
-        # frames [start, stop): padded[i : i + win]
-        seg = padded[start : stop + win - 1]
-        idx = xp.arange(stop - start)[:, None] + xp.arange(win)[None, :]
-        frames = seg[idx] * window
-        spec = xp.fft.rfft(frames, n=n_pad, axis=-1)
-        ac = xp.fft.irfft(spec.real**2 + spec.imag**2, n=n_pad, axis=-1)[:, :win]
+        # frames [start, stop): padded[i : i + win] (strided view, no copy)
+        frames = frame(padded[start : stop + win - 1], frame_length=win, hop_length=1) * window
+        spec = fftm.rfft(frames, n=n_pad, axis=-1)
+        ac = fftm.irfft(spec.real**2 + spec.imag**2, n=n_pad, axis=-1)[:, :win]
         norm = xp.max(xp.abs(ac), axis=-1, keepdims=True)
         norm = xp.where(norm < tiny, 1.0, norm)
         total += xp.sum(ac / norm, axis=0)

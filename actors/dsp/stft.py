@@ -29,6 +29,16 @@ def _host_window(window: str, n_fft: int) -> np.ndarray:
     return scipy.signal.get_window(window, n_fft, fftbins=True).astype(np.float32)
 
 
+def fft_module(xp: Any) -> Any:
+    """``scipy.fft`` for NumPy (pocketfft in single precision: ~5x faster than
+    ``numpy.fft`` on float32 here, and what librosa uses) or ``cupy.fft``."""
+    if xp is np:
+        import scipy.fft  # noqa: PLC0415
+
+        return scipy.fft
+    return xp.fft
+
+
 def get_window(window: str, n_fft: int, *, xp: Any = np) -> Any:
     """The analysis window as float32 on the device of ``xp`` (cached on the host)."""
     return xp.asarray(_host_window(window, n_fft))
@@ -99,7 +109,7 @@ def stft(
     for start in range(0, n_t, _BLOCK_FRAMES):
         stop = min(n_t, start + _BLOCK_FRAMES)
         block = frames[..., start:stop, :] * win
-        out[..., start:stop, :] = xp.fft.rfft(block, axis=-1)
+        out[..., start:stop, :] = fft_module(xp).rfft(block, axis=-1)
     return xp.swapaxes(out, -1, -2)
 
 

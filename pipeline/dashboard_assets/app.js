@@ -1,6 +1,6 @@
 // chromaray dashboard: polls the read-only JSON API and renders runs, stages, charts,
 // actors and errors. Every database string reaches the DOM through textContent (never
-// innerHTML), so file names and error messages cannot inject markup.
+// the HTML parser), so file names and error messages cannot inject markup.
 "use strict";
 
 const POLL_MS = 2000;
@@ -21,12 +21,25 @@ function td(text, cls) { return el("td", text, cls); }
 
 function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
-function num(x, digits) {
+function num(x, digits, minDigits) {
   if (x === null || x === undefined || !isFinite(x)) return "–";
-  return Number(x).toLocaleString(undefined, { maximumFractionDigits: digits === undefined ? 0 : digits });
+  return Number(x).toLocaleString(undefined, { maximumFractionDigits: digits === undefined ? 0 : digits,
+                                              minimumFractionDigits: minDigits || 0 });
 }
 
-function hours(seconds) { return seconds === null || seconds === undefined ? "–" : num(seconds / 3600, 2); }
+// audio seconds -> hours: two decimals, or two significant digits below 0.01 h (short test runs)
+function hours(seconds) {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) return "–";
+  const h = seconds / 3600;
+  if (h > 0 && h < 0.01) return h.toPrecision(2);
+  return num(h, 2, 2);
+}
+
+// a round step (1, 2 or 5 times a power of ten) close to span / n
+function niceStep(span, n) {
+  const raw = span / n, p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
+  return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p;
+}
 
 function bytes(b) {
   if (!b) return "–";
@@ -72,6 +85,13 @@ function banner(text, bad) {
   b.classList.toggle("bad", !!bad);
 }
 
+// a clock-friendly step in seconds (1 s ... 1 day) close to span / n
+function niceTimeStep(span, n) {
+  const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+  const raw = span / n;
+  return steps.find(s => s >= raw) || Math.ceil(raw / 86400) * 86400;
+}
+
 // ---------- chart (plain canvas) ----------
 // series: [{name, color, points: [[x, y], ...]}]; x is epoch seconds when opts.time.
 function drawChart(canvas, series, opts) {
@@ -103,16 +123,21 @@ function drawChart(canvas, series, opts) {
   // grid and axis labels
   ctx.strokeStyle = "#e3e7ee"; ctx.fillStyle = "#6b7585"; ctx.lineWidth = 1;
   ctx.textAlign = "right"; ctx.textBaseline = "middle";
-  for (let i = 0; i <= 4; i++) {
-    const v = y0 + (y1 - y0) * i / 4, yy = Math.round(Y(v)) + 0.5;
+  const ys = niceStep(y1 - y0, 4);
+  y0 = Math.floor(y0 / ys) * ys; y1 = Math.ceil(y1 / ys) * ys;
+  const yDigits = Math.max(0, -Math.floor(Math.log10(ys)));
+  for (let v = y0; v <= y1 + ys / 2; v += ys) {
+    const yy = Math.round(Y(v)) + 0.5;
     ctx.beginPath(); ctx.moveTo(pad.l, yy); ctx.lineTo(w - pad.r, yy); ctx.stroke();
-    ctx.fillText(Math.abs(v) >= 100 ? num(v) : num(v, 3), pad.l - 4, yy);
+    ctx.fillText(num(v, yDigits, yDigits), pad.l - 4, yy);
   }
   ctx.textAlign = "center"; ctx.textBaseline = "top";
-  for (let i = 0; i <= 4; i++) {
-    const v = x0 + (x1 - x0) * i / 4;
+  const xs = opts.time ? niceTimeStep(x1 - x0, 4) : Math.max(1, niceStep(x1 - x0, 5));
+  let prev = null;
+  for (let v = Math.ceil(x0 / xs) * xs; v <= x1 + 1e-9; v += xs) {
     const label = opts.time ? new Date(v * 1000).toLocaleTimeString() : num(v);
-    ctx.fillText(label, X(v), h - pad.b + 4);
+    if (label !== prev) ctx.fillText(label, X(v), h - pad.b + 4);
+    prev = label;
   }
   // lines
   series.forEach((s, k) => {
@@ -151,11 +176,15 @@ function renderRunsTable() {
     const tr = el("tr");
     tr.dataset.runId = r.id;
     if (r.id === state.selected) tr.className = "selected";
-    const total = Math.max(r.n_total, ...Object.values(r.stages).map(s => s.total));
-    const done = Math.max(r.n_done, ...Object.values(r.stages).map(s => s.done));
+    // The run row is updated at the end; progress rows while it runs: show the larger.
+    const st = Object.values(r.stages);
+    const total = Math.max(r.n_total, ...st.map(s => s.total));
+    const done = Math.max(r.n_done, ...st.map(s => s.done));
+    const errors = Math.max(r.n_errors, ...st.map(s => s.errors));
+    const audio = Math.max(r.audio_seconds || 0, ...st.map(s => s.audio_seconds));
     tr.append(td(r.kind), td(r.name || r.id.slice(0, 8)), td(r.status, "status-" + r.status),
-              td(when(r.started_at)), td(num(done) + " / " + num(total), "num"),
-              td(num(r.n_errors), "num"), td(hours(r.audio_seconds), "num"));
+              td(when(r.started_at)), td(total || done ? num(done) + " / " + num(total) : "–", "num"),
+              td(num(errors), "num"), td(hours(audio), "num"));
     tr.addEventListener("click", () => { location.hash = "run=" + encodeURIComponent(r.id); });
     body.append(tr);
   });
@@ -194,48 +223,75 @@ function renderRun(run) {
   const ms = mainStage(run);
   const cards = $("cards");
   clear(cards);
+  const stageNames = Object.keys(run.stages);
+  const tm = run.train_metrics || {};
+  const isTrain = run.kind === "train" || (stageNames.length === 0 && Object.keys(tm).length > 0);
+  $("stages-section").hidden = isTrain && stageNames.length === 0;
+  if (isTrain) {
+    renderTrainCards(run, cards);
+  } else {
+    renderFileCards(run, ms, cards);
+  }
+
+  renderStages(run, stageNames, isTrain);
+}
+
+function renderTrainCards(run, cards) {
+  const tm = run.train_metrics || {};
+  const last = k => (tm[k] && tm[k].length ? tm[k][tm[k].length - 1] : null);
+  const t = last("train"), e = last("eval");
+  cards.append(card(t ? num(t.step) : "–", "training step"));
+  cards.append(card(t ? num(t.loss, 4) : "–", "last train loss"));
+  cards.append(card(e ? num(e.loss, 4) + " @ " + num(e.step) : "–", "last eval loss @ step"));
+  cards.append(card(t ? num(t.items_per_s, 1) : "–", "items/s (tokens or frames)"));
+  cards.append(card(t && t.lr ? t.lr.toExponential(2) : "–", "learning rate"));
+  const end = run.finished_at || run.last_update;
+  cards.append(card(duration(end && run.started_at ? end - run.started_at : null), "elapsed"));
+}
+
+function renderFileCards(run, ms, cards) {
   const total = Math.max(run.n_total, ms ? ms[1].latest.total : 0);
   const done = Math.max(run.n_done, ms ? ms[1].latest.done : 0);
   const audio = Math.max(run.audio_seconds || 0, ms ? ms[1].latest.audio_seconds : 0);
   const end = run.finished_at || run.last_update;
   cards.append(card(num(done) + " / " + num(total), "files done / total", "tracks finished (incl. skipped) of all files found"));
   cards.append(card(num(run.n_skipped), "skipped (already done)", "unchanged files found in the database"));
-  cards.append(card(num(run.n_errors), "errors"));
+  cards.append(card(num(Math.max(run.n_errors, ms ? ms[1].latest.errors : 0)), "errors"));
   cards.append(card(hours(audio), "audio hours processed"));
   if (ms) {
     cards.append(card(num(ms[1].files_per_s_recent, 2), "files/s (last 2 min)"));
-    cards.append(card(run.status === "running" ? duration(ms[1].eta_s) : "–", "ETA"));
+    cards.append(card(run.status === "running" ? duration(ms[1].eta_s)
+                      : (ms[1].latest.handled >= ms[1].latest.total ? "done" : "–"), "ETA"));
   }
   cards.append(card(duration(end && run.started_at ? end - run.started_at : null), "elapsed"));
-  if (run.train_metrics && run.train_metrics.train && run.train_metrics.train.length) {
-    const t = run.train_metrics.train, last = t[t.length - 1];
-    cards.append(card(num(last.step), "training step"));
-    cards.append(card(num(last.loss, 4), "last train loss"));
-  }
+}
 
+function renderStages(run, stageNames, isTrain) {
   // stages table
   const sb = $("stages").tBodies[0];
   clear(sb);
-  const stageNames = Object.keys(run.stages);
   $("no-stages").hidden = stageNames.length > 0;
   $("stages").hidden = stageNames.length === 0;
   stageNames.forEach(name => {
     const s = run.stages[name], l = s.latest;
     const tr = el("tr");
     const bar = el("div", null, "bar"), fill = el("div");
-    fill.style.width = (l.total ? Math.min(100, 100 * l.done / l.total) : 0).toFixed(1) + "%";
+    // done + failed files count toward completion
+    const handled = l.handled === undefined ? l.done + l.errors : l.handled;
+    fill.style.width = (l.total ? Math.min(100, 100 * handled / l.total) : 0).toFixed(1) + "%";
+    bar.title = num(handled) + " of " + num(l.total) + " files handled (done or failed)";
     bar.append(fill);
     const barCell = td(null); barCell.append(bar);
     tr.append(td(name), barCell, td(num(l.done) + " / " + num(l.total), "num"), td(num(l.errors), "num"),
               td(hours(l.audio_seconds), "num"), td(num(s.files_per_s_recent, 2), "num"),
-              td(run.status === "running" ? duration(s.eta_s) : (l.done >= l.total ? "done" : "–"), "num"));
+              td(run.status === "running" ? duration(s.eta_s) : (handled >= l.total ? "done" : "–"), "num"));
     sb.append(tr);
   });
 
   // charts
   const done_series = stageNames.map(n => ({ name: n, points: run.stages[n].series.map(p => [p.t, p.done]) }));
   const rate_series = stageNames.map(n => ({ name: n + " files/s", points: run.stages[n].series.map(p => [p.t, p.files_per_s]) }));
-  $("fig-done").hidden = $("fig-rate").hidden = stageNames.length === 0 && run.kind === "train";
+  $("fig-done").hidden = $("fig-rate").hidden = stageNames.length === 0 && isTrain;
   if (!$("fig-done").hidden) {
     drawChart($("chart-done"), done_series, { time: true });
     drawChart($("chart-rate"), rate_series, { time: true });
