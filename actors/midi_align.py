@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Bump when the CENS / DTW / score definition changes (stored with match rows).
-MATCH_VERSION = "a1"
+MATCH_VERSION = "a2"
 DEFAULT_RATE_HZ = 5.0
 DEFAULT_SMOOTH_S = 1.0
 _STEPS = np.array([[1, 1], [1, 2], [2, 1]])

@@ -294,10 +294,22 @@ def learn_thresholds(dump: list[dict]) -> dict:
     return out
 
 
-def _timed_queries(db: str, clips: list[np.ndarray], truth: list[str]) -> dict:
-    """Identify clips in this (fresh) process: latencies, hits, peak memory, resident index pages."""
+def _peak_rss() -> int:
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource  # noqa: PLC0415
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _timed_queries(db: str, clips: list[np.ndarray], truth: list[str]) -> dict:
+    """Identify clips in this (fresh) process: latencies, hits, peak memory, resident index pages."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pipeline.identify import Identifier  # noqa: PLC0415
     from pipeline.store import open_db  # noqa: PLC0415
@@ -322,7 +334,7 @@ def _timed_queries(db: str, clips: list[np.ndarray], truth: list[str]) -> dict:
         resident = -1
     return {"hits": hits, "n": len(clips), "lat_s": [t["search_s"] for t in ident.timings],
             "lat_t": [t["search_s"] + t["features_s"] for t in ident.timings],
-            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "max_rss_bytes": _peak_rss(),
             "index_resident_bytes": resident}
 
 
@@ -330,24 +342,74 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
-def run_fpcalc(clips: list[tuple[str, np.ndarray]], tmp: Path) -> dict | None:
-    """Chromaprint's fpcalc on the same clips, when Debian's libchromaprint-tools is installed."""
-    import shutil  # noqa: PLC0415
+def _fpcalc(exe: str, path: Path) -> np.ndarray:
+    """Raw Chromaprint fingerprint (uint32 per ~0.12 s) of a file, via fpcalc."""
     import subprocess  # noqa: PLC0415
+
+    out = subprocess.run([exe, "-raw", "-json", "-length", "0", str(path)], capture_output=True, text=True,
+                         check=False)
+    try:
+        fp = json.loads(out.stdout).get("fingerprint") or []
+    except json.JSONDecodeError:
+        fp = []
+    return (np.asarray(fp, dtype=np.int64) & 0xFFFFFFFF).astype(np.uint32)
+
+
+def _best_ber(q: np.ndarray, ref: np.ndarray) -> float:
+    """Smallest BER of q against ref over all offsets where q fits at least half inside ref."""
+    from actors.fingerprint import popcount32  # noqa: PLC0415
+
+    if len(q) == 0 or len(ref) == 0:
+        return 1.0
+    best = 1.0
+    for o in range(-len(q) // 2, len(ref) - len(q) // 2):
+        lo, hi = max(0, -o), min(len(q), len(ref) - o)
+        if hi - lo < max(1, len(q) // 2):
+            continue
+        best = min(best, float(popcount32(q[lo:hi] ^ ref[lo + o: hi + o]).sum()) / (32 * (hi - lo)))
+    return best
+
+
+def run_fpcalc(library: list[tuple[str, np.ndarray]], queries: list[tuple[str, int | None, np.ndarray]],
+               tmp: Path, *, threshold: float = 0.35) -> dict | None:
+    """Chromaprint's fpcalc on the same library and queries, when libchromaprint-tools is installed.
+
+    fpcalc has no index: each clip is compared with every library track at every offset (brute
+    force), and the best track counts when its BER is below ``threshold``. ``queries``:
+    (condition label, true library index or None for out-of-library, clip).
+    """
+    import shutil  # noqa: PLC0415
 
     import soundfile as sf  # noqa: PLC0415
 
     exe = shutil.which("fpcalc")
     if exe is None:
         return None
+    d = tmp / "fpcalc"
+    d.mkdir(exist_ok=True)
+    refs = []
+    for i, (_, y) in enumerate(library):
+        sf.write(d / f"lib{i}.wav", y, SR)
+        refs.append(_fpcalc(exe, d / f"lib{i}.wav"))
+    per: dict[str, list[int]] = {}
     times = []
-    for name, y in clips:
-        p = tmp / f"{name}.wav"
-        sf.write(p, y, SR)
+    for k, (label, truth, clip) in enumerate(queries):
+        p = d / f"q{k}.wav"
+        sf.write(p, clip, SR)
         t0 = time.perf_counter()
-        subprocess.run([exe, "-raw", "-length", "30", str(p)], capture_output=True, check=False)
+        q = _fpcalc(exe, p)
         times.append(time.perf_counter() - t0)
-    return {"n": len(times), "fpcalc_p50_s": _pct(times, 50), "note": "fpcalc fingerprints only (no index)"}
+        bers = [_best_ber(q, r) for r in refs]
+        j = int(np.argmin(bers))
+        ok = bers[j] < threshold and (truth is None or j == truth)
+        hit = (truth is not None and ok) or (truth is None and bers[j] >= threshold)
+        per.setdefault(label, [0, 0])
+        per[label][0] += int(hit)
+        per[label][1] += 1
+    return {"per_condition_top1": {k: v[0] / v[1] for k, v in per.items()},
+            "out_of_library_false_positives": per.get("negative", [0, 0])[1] - per.get("negative", [0, 0])[0],
+            "fpcalc_p50_ms": 1e3 * _pct(times, 50), "threshold_ber": threshold,
+            "note": "fpcalc fingerprints + brute-force BER search (no index)"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     pos_bers, lat_search, lat_total = [], [], []
     dump: list[dict] = []  # best candidate of every query (threshold learning, --dump)
+    fp_queries: list[tuple[str, int | None, np.ndarray]] = []  # the same queries for fpcalc
+    import shutil  # noqa: PLC0415
+
+    have_fpcalc = shutil.which("fpcalc") is not None
     for cond in conditions:
         for dur in durations:
             hits, n, bers = 0, 0, []
@@ -430,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                 n_q = int(dur * SR)
                 a = int(rng.integers(0, max(1, len(y) - n_q)))
                 clip = degrade(y[a: a + n_q], cond, rng)
+                if have_fpcalc:
+                    fp_queries.append((f"{cond}/{dur:g}s", i, clip))
                 m = ident.identify_signal(clip)
                 tm = ident.timings[-1]
                 lat_search.append(tm["search_s"])
@@ -457,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         n_q = int(dur * SR)
         a = int(rng.integers(0, max(1, len(y) - n_q)))
         clip = degrade(y[a: a + n_q], neg_conds[k % len(neg_conds)], rng)
+        if have_fpcalc:
+            fp_queries.append(("negative", None, clip))
         m = ident.identify_signal(clip)
         tm = ident.timings[-1]
         lat_search.append(tm["search_s"])
@@ -529,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.learn:
         report["learned"] = learn_thresholds(dump)
         print(f"learned thresholds: {report['learned']}", file=sys.stderr)
-    fpc = run_fpcalc([], work)
+    fpc = run_fpcalc(lib, fp_queries, work)
     report["fpcalc"] = fpc if fpc is not None else "fpcalc not installed (libchromaprint-tools): comparison skipped"
     text = json.dumps(report, indent=2, default=float)
     print(text)

@@ -55,7 +55,7 @@ class MidiMatchRow(Base):
     score: Mapped[float] = mapped_column(Float)  # chance-corrected DTW similarity (<= 1)
     similarity: Mapped[float] = mapped_column(Float)  # mean cosine along the path
     chance: Mapped[float] = mapped_column(Float)  # mean cosine over all frame pairs
-    tempo_ratio: Mapped[float] = mapped_column(Float)  # MIDI span / audio span
+    tempo_ratio: Mapped[float] = mapped_column(Float)  # MIDI seconds per audio second (>1: faster recording)
     audio_start_s: Mapped[float] = mapped_column(Float)
     audio_end_s: Mapped[float] = mapped_column(Float)
     midi_start_s: Mapped[float] = mapped_column(Float)

@@ -211,8 +211,9 @@ def prepare_data(engine: Any, out_dir: Path, data: str, *, seq_len: int, eval_fr
     if missing:
         raise ChromarayError(f"{len(missing)} Parquet parts listed in the database are missing under {out_dir} "
                              f"(first: {missing[0]}); pass --out with the directory of that run")
-    # Only the hash (and kind) columns are read on the driver, to split by track
-    # (and for tokens the largest id when there is no vocab.json, via pyarrow compute).
+    # The driver reads only small columns: hashes (and kind) to split by track,
+    # and for tokens the largest id so the embedding covers the data even when
+    # vocab.json is absent or from another tokenizer version.
     vocab_file = read_vocab_size(out_dir / "tokens" / "vocab.json") if task == "tokens" else None
     hashes: list[str] = []
     data_max = -1

@@ -288,3 +288,33 @@ def test_real_midi_rendered_top1(shared_midi, tmp_path):
     hits = sum(1 for n, rec in truth.items() if by[n].matches and Path(by[n].matches[0].path).stem == rec)
     print(f"\nreal MIDI rendered: top-1 {hits}/{len(truth)}")
     assert hits == len(truth)
+
+
+def test_uses_notes_and_falls_back_to_frames_chroma(library, tmp_path):
+    """MIDI features come from midi_notes (decaying notes); without that dataset, from frames."""
+    import sqlite3
+
+    from sqlalchemy import delete
+
+    from actors.midi import midi_heard_chroma
+    from pipeline.midi_match import load_sequences
+
+    name = "piece04"
+    h = _hash(library["midis"][name])
+    midi, audio = load_sequences(library["engine"], library["out"], midi_hashes=[h])
+    assert list(midi) == [h] and len(audio) == N_RENDERED
+    a = analyze_midi(library["midis"][name], frame_rate_hz=FR)
+    want, _ = cens(midi_heard_chroma(a.notes, frame_rate_hz=FR, n_frames=a.n_frames), frame_rate_hz=FR)
+    np.testing.assert_allclose(midi[h].feat, want, atol=1e-5)
+    # a database whose midi_notes parts are gone: plain frames chroma, still the right match
+    db = tmp_path / "copy.sqlite"
+    with sqlite3.connect(library["root"] / "db.sqlite") as src, sqlite3.connect(db) as dst:
+        src.backup(dst)  # WAL mode: the file alone may miss committed rows
+    engine = open_db(db)
+    with Session(engine) as s, s.begin():
+        s.execute(delete(ParquetPart).where(ParquetPart.dataset == "midi_notes"))
+    midi, _ = load_sequences(engine, library["out"], midi_hashes=[h])
+    plain, _ = cens(a.chroma, frame_rate_hz=FR)
+    np.testing.assert_allclose(midi[h].feat, plain, atol=1e-5)
+    (r,) = match_midi(engine, library["out"], midi_hashes=[h], top_k=1, store=False)
+    assert Path(r.matches[0].path).stem == library["truth"][name]

@@ -259,3 +259,27 @@ def test_riff_wrapped_rmi_is_unwrapped():
     a, b = analyze_midi(rmi, frame_rate_hz=FR), analyze_midi(data, frame_rate_hz=FR)
     np.testing.assert_array_equal(a.chroma, b.chroma)
     assert a.tokens == b.tokens
+
+
+def test_heard_chroma_decays_held_notes():
+    from actors.midi import midi_heard_chroma
+    from actors.midi_gen import GenNote, GenPiece
+
+    # C major chord held 8 s (60 BPM: 1 beat = 1 s) under melody notes A4 entering at 4 s
+    notes = [GenNote(p, 0, 8, 100, 0) for p in (48, 52, 55)] + [GenNote(69, 4, 1, 100, 0), GenNote(36, 0, 1, 127, 1)]
+    piece = GenPiece("held", 0, "major", notes, [("pad", 0, False), ("drums", 0, True)], [(0.0, 60.0)], [(0.0, 4, 4)])
+    a = analyze_midi(piece.to_midi(), frame_rate_hz=FR)
+    heard = midi_heard_chroma(a.notes, frame_rate_hz=FR, n_frames=a.n_frames, decay_s=2.0, floor=0.1)
+    assert heard.shape == a.chroma.shape and heard.dtype == np.float32
+    t = int(4.5 * FR)
+    # plain chroma: chord and melody equal; heard: the fresh A dominates the 4.5 s old chord
+    np.testing.assert_allclose(a.chroma[[0, 4, 7, 9], t], 1.0)
+    assert heard[9, t] == pytest.approx(1.0)
+    env = lambda k: 0.1 + 0.9 * np.exp(-2 * k / (2.0 * FR))  # noqa: E731  energy k frames after onset
+    a_onset = int(np.ceil(4 * FR))  # first frame centre inside the A
+    np.testing.assert_allclose(heard[[0, 4, 7], t], env(t) / env(t - a_onset), rtol=1e-4)
+    assert heard[0, t] < 0.2
+    # before the melody enters the chord is the frame maximum; silence stays zero; drums ignored
+    np.testing.assert_allclose(heard[[0, 4, 7], int(2 * FR)], 1.0)
+    assert (heard[[1, 2, 3, 5, 6, 8, 10, 11]] == 0).all()
+    assert heard[:, -1].sum() == 0 or a.n_frames - 1 < 8 * FR
