@@ -188,7 +188,9 @@ def _accumulate(rows: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray, n
     diff = np.zeros((n_rows, n_frames + 1), np.float64)
     np.add.at(diff, (rows, a), w)
     np.add.at(diff, (rows, b), -w)
-    return np.cumsum(diff[:, :-1], axis=1)
+    # A running sum of +w/-w leaves rounding residue (~1e-16, either sign) where nothing sounds;
+    # the true sums are non-negative, so clip (a chroma value must never be below 0).
+    return np.maximum(np.cumsum(diff[:, :-1], axis=1), 0.0)
 
 
 def midi_chroma_frames(notes: dict[str, np.ndarray], *, frame_rate_hz: float, n_frames: int) -> np.ndarray:

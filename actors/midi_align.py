@@ -11,8 +11,8 @@ Pipeline per pair (Müller, "Fundamentals of Music Processing", ch. 3 and 7):
 3. Score: the mean cosine similarity along the path, rescaled against the pair's chance
    similarity (mean over the whole cost matrix): ``(s_path - s_all) / (1 - s_all)``.
    Tonal music shares keys and chords, so raw similarities of unrelated pieces are high
-   (0.6-0.8); the chance-corrected score is ~0.1-0.3 for them and ~0.6-0.9 for a
-   performance of the same piece (measured on generated data: tests/test_match_midi.py).
+   (0.6-0.8); the chance-corrected score is ~0.1-0.45 for them and ~0.55-0.9 for a
+   rendering of the same piece (figures in pipeline.midi_match).
 """
 from __future__ import annotations
 

@@ -48,25 +48,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     return o
 
 
-def _stop_on_sigterm() -> None:
-    """`ray job stop` sends SIGTERM: unwind like Ctrl-C so the run is recorded as stopped."""
-    import signal  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-
-
 def run(args: argparse.Namespace) -> int:
     from actors.errors import ChromarayError  # noqa: PLC0415
     from pipeline.config import load_config  # noqa: PLC0415
-    from pipeline.ray_runtime import prepare_environment  # noqa: PLC0415
+    from pipeline.ray_runtime import prepare_environment, stop_on_signals  # noqa: PLC0415
 
     prepare_environment(args.verbose)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from pipeline.run import run_fingerprint  # noqa: PLC0415
 
-    _stop_on_sigterm()
+    stop_on_signals()
     cfg = load_config(args.config, overrides=_overrides(args))
     paths = list(args.paths)
     if not paths:

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder of `chromaray fingerprint` holding the Parquet frames (default: %(default)s)")
     parser.add_argument("--top-k", type=int, default=5, help="matches kept per MIDI file (default: %(default)s)")
     parser.add_argument("--min-score", type=float, default=None,
-                        help="lowest alignment score reported as a match (default: 0.5, see pipeline.midi_match)")
+                        help="lowest alignment score reported as a match (default: 0.55, see pipeline.midi_match)")
     parser.add_argument("--max-candidates", type=int, default=None,
                         help="audio tracks aligned per MIDI file after pitch-profile pruning (default: 64)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line per MIDI file")
@@ -36,7 +36,7 @@ def _resolve_midi(engine, paths: list[str]) -> tuple[list[str], list[str]]:
 
     from actors.errors import ChromarayError  # noqa: PLC0415
     from pipeline.discover import content_hash, discover  # noqa: PLC0415
-    from pipeline.store import Track, TrackPath  # noqa: PLC0415
+    from pipeline.store import ErrorRow, Track, TrackPath  # noqa: PLC0415
 
     files = [f.path for f in discover(paths) if f.kind == "midi"]
     if not files:
@@ -50,6 +50,9 @@ def _resolve_midi(engine, paths: list[str]) -> tuple[list[str], list[str]]:
                 h = content_hash(p) if os.access(p, os.R_OK) else None
             kind = s.scalar(select(Track.kind).where(Track.content_hash == h)) if h else None
             if kind != "midi":
+                err = s.scalar(select(ErrorRow.reason).where(ErrorRow.path == p).order_by(ErrorRow.last_seen.desc()))
+                if err:
+                    raise ChromarayError(f"{p} could not be used by `chromaray fingerprint`: {err}")
                 raise ChromarayError(f"{p} is not in the database; run `chromaray fingerprint` on it first")
             hashes.append(h)
     return hashes, files
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if wanted_paths is not None:
         # print what was asked, under the names given (a moved file is found by content)
         by_hash = {r.midi_hash: r for r in results}
-        for h, p in zip(wanted_hashes, wanted_paths):
+        for h in wanted_hashes:
             by_hash[h].midi_paths = []
         for h, p in zip(wanted_hashes, wanted_paths):
             by_hash[h].midi_paths.append(p)

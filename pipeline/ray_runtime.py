@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -18,6 +20,25 @@ from actors.errors import ChromarayError
 
 QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "1",
              "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+#: Set when the job is asked to stop (Ctrl-C, or SIGTERM from `ray job stop`).
+STOP_REQUESTED = threading.Event()
+
+
+def stop_on_signals() -> None:
+    """Turn SIGTERM (what `ray job stop` sends) and SIGINT into a recorded stop.
+
+    ``ray.init`` installs its own SIGTERM handler (exit at once), so this is
+    called again after it.
+    """
+    def stop(signum: int, frame: object) -> None:
+        STOP_REQUESTED.set()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,7 @@ def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int
     else:
         dashboard = None
     _quiet_ray_data(verbose)
+    stop_on_signals()
     res = ray.cluster_resources()
     url = f"http://{dashboard}" if dashboard and not str(dashboard).startswith("http") else dashboard
     return RayInfo(address, url, float(res.get("CPU", 0)), float(res.get("GPU", 0)))

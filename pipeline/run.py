@@ -22,6 +22,7 @@ from pipeline.config import ChromarayConfig
 from pipeline.discover import ManifestRow, build_manifest, discover
 from pipeline.parquet_io import prepare_out_dir, remove_orphans
 from pipeline.progress import Progress
+from pipeline.ray_runtime import STOP_REQUESTED
 from pipeline.sink import ResultSink
 from pipeline.store import ErrorRow, Run, Track, TrackPath, finish_run, known_parts, new_run, open_db, utcnow
 
@@ -210,8 +211,9 @@ def run_fingerprint(inputs: Sequence[str], *, db: str, out: str, cfg: ChromarayC
         summary.error_rows = sink.counts.error_rows
         status = "finished"
         return summary
-    except KeyboardInterrupt:
-        status = "stopped"
+    except BaseException:
+        # Ray may wrap the interrupt on its way out; the event says it was a stop, not a crash.
+        status = "stopped" if STOP_REQUESTED.is_set() else "failed"
         raise
     finally:
         summary.wall_s = time.monotonic() - t0

@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.ray_cluster import PrivateRayHead
+
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
 HEAD_PORT = 6390
 DASHBOARD_PORT = 8270
-RAY_BIN = Path(sys.executable).with_name("ray")
 
 
 # ------------------------------------------------------------------ cluster.yaml
@@ -102,95 +99,6 @@ def test_cluster_yaml_roles_and_install(cluster_cfg):
 
 
 # ------------------------------------------------------------------ a real head
-class PrivateRayHead:
-    """`ray start --head` on fixed test ports with a private temp dir; killed by pid."""
-
-    def __init__(self) -> None:
-        self.temp_dir = tempfile.mkdtemp(prefix="crh", dir="/tmp")  # short: unix socket paths
-        self.address = f"http://127.0.0.1:{DASHBOARD_PORT}"
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-                    "PATH": f"{RAY_BIN.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        self.env.pop("RAY_ADDRESS", None)
-
-    def _free_port(self) -> int:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    def start(self) -> None:
-        cmd = [str(RAY_BIN), "start", "--head", f"--port={HEAD_PORT}", f"--dashboard-port={DASHBOARD_PORT}",
-               "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats",
-               f"--temp-dir={self.temp_dir}", f"--ray-client-server-port={self._free_port()}",
-               f"--dashboard-agent-listen-port={self._free_port()}", "--object-store-memory=300000000"]
-        r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
-        if r.returncode != 0:
-            self.stop()
-            raise RuntimeError(f"ray start failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-        from ray.job_submission import JobSubmissionClient
-
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                self.client = JobSubmissionClient(self.address)
-                self.client.list_jobs()
-                return
-            except Exception:  # noqa: BLE001  (job server still starting)
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise
-                time.sleep(1)
-
-    def processes(self) -> list:
-        import psutil
-
-        own = []
-        for p in psutil.process_iter(["pid", "cmdline"]):
-            try:
-                if any(self.temp_dir in a for a in (p.info["cmdline"] or [])):
-                    own.append(p)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        found = {p.pid: p for p in own}
-        for p in own:
-            try:
-                for c in p.children(recursive=True):
-                    found.setdefault(c.pid, c)
-            except psutil.NoSuchProcess:
-                continue
-        return list(found.values())
-
-    def stop(self) -> None:
-        import psutil
-
-        procs = self.processes()
-        for p in procs:
-            with_suppress(lambda: p.send_signal(signal.SIGTERM))
-        _, alive = psutil.wait_procs(procs, timeout=8)
-        for p in alive:
-            with_suppress(p.kill)
-        psutil.wait_procs(alive, timeout=5)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(RAY_BIN), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
-
-
-def with_suppress(fn) -> None:
-    import psutil
-
-    try:
-        fn()
-    except psutil.NoSuchProcess:
-        pass
-
-
-def fingerprint_job_ready() -> bool:
-    path = REPO / "jobs" / "fingerprint.py"
-    return path.exists() and "not built yet" not in path.read_text()
-
-
 def make_library(root: Path, n: int, seconds: float) -> tuple[list[Path], Path, Path]:
     """``n`` distinct seeded WAV tracks, one byte-identical copy under another name and one
     broken file. Returns (distinct files, the copy, the broken file)."""
@@ -232,7 +140,6 @@ def db_query(db: Path, sql: str, *args) -> list[tuple]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-@pytest.mark.skipif(not fingerprint_job_ready(), reason="jobs/fingerprint.py is not built yet")
 def test_stop_and_resubmit_fingerprint_job(tmp_path):
     import pyarrow.parquet as pq
     from ray.job_submission import JobStatus
@@ -244,15 +151,12 @@ def test_stop_and_resubmit_fingerprint_job(tmp_path):
     cfg = tmp_path / "small_parts.yaml"  # commit track by track so a stop lands between commits
     cfg.write_text("pipeline:\n  parquet_rows_per_part: 1\n  files_per_shard: 1\n  feature_batch_rows: 1\n"
                    "  progress_interval_s: 0.5\n")
-    runtime_env = {"excludes": [".venv", ".git", "results", "*.egg-info", "__pycache__", "benchmarks/out"],
-                   "env_vars": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-                                "HF_HUB_OFFLINE": "1"}}
     entry = [sys.executable, "-m", "jobs.fingerprint", str(tmp_path / "library"), "--db", str(db),
              "--out", str(out), "--config", str(cfg), "--actors", "1", "--no-progress"]
 
     from tests.test_dashboard import DashboardServer
 
-    head = PrivateRayHead()
+    head = PrivateRayHead(HEAD_PORT, DASHBOARD_PORT)
     head.start()
     # The dashboard watches the whole time, started before the database exists.
     dash = DashboardServer(db).__enter__()
@@ -264,9 +168,7 @@ def test_stop_and_resubmit_fingerprint_job(tmp_path):
 
     try:
         def submit(sid: str) -> None:
-            r = head.ray("job", "submit", "--address", head.address, "--submission-id", sid, "--no-wait",
-                         "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env),
-                         "--", *entry, "--name", sid)
+            r = head.submit(*entry, "--name", sid, wait=False, extra=("--submission-id", sid))
             assert r.returncode == 0, r.stderr[-3000:]
 
         def logs(sid: str) -> str:
@@ -294,6 +196,8 @@ def test_stop_and_resubmit_fingerprint_job(tmp_path):
         first_run = db_query(db, "SELECT id FROM runs WHERE name='fp-first'")[0][0]
         kept = db_query(db, "SELECT count(*) FROM tracks WHERE run_id=?", first_run)[0][0]
         assert 1 <= kept < n_tracks, kept  # stopped midway
+        # SIGTERM from `ray job stop` unwinds the job, which records the run as stopped
+        assert db_query(db, "SELECT status FROM runs WHERE id=?", first_run)[0][0] == "stopped"
 
         # 2) submit again; it must finish the library
         submit("fp-second")

@@ -1,13 +1,15 @@
 """`ray job submit` against a head started with `ray start --head`."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.store import Run, Track, open_db
 from tests.library import good_library
-from tests.ray_cluster import ray_head, submit
+from tests.ray_cluster import PrivateRayHead
 
 pytestmark = pytest.mark.slow
 
@@ -16,9 +18,9 @@ def test_ray_job_submit_runs_the_fingerprint_job(tmp_path):
     lib = tmp_path / "lib"
     good_library(lib, n=3, seconds=3.0)
     db, out = tmp_path / "db.sqlite", tmp_path / "out"
-    with ray_head(6382, 8272) as address:
-        p = submit(address, "python", "-m", "jobs.fingerprint", str(lib), "--db", str(db), "--out", str(out),
-                   "--no-progress")
+    with PrivateRayHead(6382, 8272) as head:
+        p = head.submit(sys.executable, "-m", "jobs.fingerprint", str(lib), "--db", str(db), "--out", str(out),
+                        "--no-progress")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "succeeded" in (p.stdout + p.stderr).lower()
     assert "done: 3 processed" in p.stdout
@@ -26,5 +28,5 @@ def test_ray_job_submit_runs_the_fingerprint_job(tmp_path):
     with Session(eng) as s:
         assert s.scalar(select(func.count()).select_from(Track)) == 3
         run = s.scalars(select(Run)).one()
-        # the job joined the cluster rather than starting its own Ray
+        # the job joined the cluster rather than starting a Ray of its own
         assert run.status == "finished" and run.ray_address

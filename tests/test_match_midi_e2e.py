@@ -72,3 +72,6 @@ def test_fingerprint_then_match_midi(tmp_path):
     # the vocabulary ships with the tokens (written by the sink with actors.midi.vocab_json)
     vocab = json.loads((out / "tokens" / "vocab.json").read_text())
     assert vocab["vocab_size"] > 100
+    # naming a file the fingerprint run rejected says why, exit 2
+    bad = _run("jobs.match_midi", "--db", str(db), "--out", str(out), str(lib / "midi" / "broken.mid"))
+    assert bad.returncode == 2 and "could not be used by `chromaray fingerprint`: corrupt MIDI file" in bad.stderr

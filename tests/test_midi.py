@@ -283,3 +283,12 @@ def test_heard_chroma_decays_held_notes():
     np.testing.assert_allclose(heard[[0, 4, 7], int(2 * FR)], 1.0)
     assert (heard[[1, 2, 3, 5, 6, 8, 10, 11]] == 0).all()
     assert heard[:, -1].sum() == 0 or a.n_frames - 1 < 8 * FR
+
+
+def test_real_midi_chroma_is_never_negative(shared_midi):
+    """Regression: the note-sum's rounding residue made silent frames slightly negative."""
+    from actors.midi import analyze_midi
+
+    for path in shared_midi[:12]:
+        a = analyze_midi(path.read_bytes(), frame_rate_hz=22050 / 512)
+        assert a.chroma.min() >= 0.0 and a.chroma.max() <= 1.0, path.name
