@@ -71,22 +71,29 @@ def _apply(section: Any, overrides: Mapping[str, Any], where: str) -> Any:
         raise ChromarayError(f"bad value in {where}: {exc}") from exc
 
 
+def read_yaml(path: str | os.PathLike, *, what: str) -> dict[str, Any]:
+    """A YAML mapping from a file, or one ChromarayError line saying what is wrong with it."""
+    import yaml  # noqa: PLC0415
+
+    p = Path(path)
+    if not p.is_file():
+        raise ChromarayError(f"{what} {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ChromarayError(f"{what} {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ChromarayError(f"{what} {p} must hold a mapping of options")
+    return data
+
+
 def load_config(path: str | os.PathLike | None = None, *, overrides: Mapping[str, Mapping[str, Any]] | None = None,
                 environ: Mapping[str, str] | None = None) -> ChromarayConfig:
     """YAML file (optional) < environment < explicit overrides ({section: {field: value}})."""
     cfg = ChromarayConfig()
     layers: list[tuple[str, Mapping[str, Mapping[str, Any]]]] = []
     if path is not None:
-        import yaml  # noqa: PLC0415
-
-        p = Path(path)
-        if not p.is_file():
-            raise ChromarayError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ChromarayError(f"config file {p} is not valid YAML: {exc}") from exc
-        layers.append((str(p), data))
+        layers.append((str(path), read_yaml(path, what="config file")))
     env: dict[str, dict[str, str]] = {}
     for key, value in (os.environ if environ is None else environ).items():
         if key.startswith("CHROMARAY_") and "__" in key:

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from actors.errors import ChromarayError
+from pipeline.config import read_yaml
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 PROFILE_ENV = "CHROMARAY_PROFILE"
@@ -112,10 +112,7 @@ def load_profile(name: str) -> Profile:
     path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
     if not path.exists():
         raise ChromarayError(f"unknown profile {name!r}; available: {', '.join(available_profiles())}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ChromarayError(f"profile {path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path, what="profile")
     fields = {f.name for f in dataclasses.fields(Profile)}
     unknown = set(data) - fields
     if unknown:
