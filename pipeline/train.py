@@ -401,8 +401,8 @@ def run_training(req: TrainRequest) -> TrainOutcome:
     max_steps = int(req.max_steps or prof.max_steps)
     if max_steps < 1:
         raise ChromarayError("--max-steps must be >= 1")
-    if req.base is not None and not (req.base / "spec.json").exists():
-        raise ChromarayError(f"--base {req.base} is not a chromaray model checkpoint (no spec.json)")
+    if req.base is not None:
+        req.base = resolve_checkpoint(req.base)
     resources = ray.cluster_resources()
     workers = resolve_workers(prof, resources)
     check_cluster_fits(prof, resources, workers)
@@ -502,6 +502,18 @@ def run_training(req: TrainRequest) -> TrainOutcome:
     engine.dispose()
     return TrainOutcome(run_id=run_id, checkpoint=result.checkpoint.path, export=str(export) if export else None,
                         summary=summary)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A model checkpoint directory: ``path`` itself, or the latest checkpoint of the
+    training run directory ``path`` (``<storage>/<run name>``)."""
+    if (path / "spec.json").exists():
+        return path
+    found = sorted(p.parent for p in path.glob("checkpoint_*/spec.json"))
+    if found:
+        return found[-1]  # checkpoint_<timestamp>: the name sorts by time
+    raise ChromarayError(f"--base {path} is neither a chromaray model checkpoint (no spec.json) nor a training "
+                         "run directory with checkpoints")
 
 
 def export_merged(base: Path, checkpoint: Any, dest: Path, prep: PreparedData | None = None) -> tuple[Path, float]:
