@@ -464,21 +464,3 @@ def analyze_midi(data: bytes, *, frame_rate_hz: float, tokenizer=None) -> MidiAn
         tempo_map=tempo_map, time_signatures=time_sigs, key=estimate_key(pc_w), stats=stats,
         tokens=tokens, tokenizer_name=TOKENIZER_NAME,
     )
-
-
-def midi_rows(content_hash: str, a: MidiAnalysis, *, features_version: str) -> dict[str, dict[str, Any]]:
-    """Rows of the frames, midi_notes and tokens datasets for one file (contract schemas).
-
-    Convenience for the sink and for tests: plain Python / NumPy values that pyarrow
-    converts to the contract types (chroma as (T, 12) rows of 12 floats).
-    """
-    return {
-        "frames": {
-            "content_hash": content_hash, "kind": "midi", "features_version": features_version,
-            "frame_rate_hz": float(a.frame_rate_hz), "n_frames": int(a.n_frames),
-            "chroma": np.ascontiguousarray(a.chroma.T, np.float32), "onset": a.onset.astype(np.float32),
-        },
-        "midi_notes": {"content_hash": content_hash, **{k: v for k, v in a.notes.items()}},
-        "tokens": {"content_hash": content_hash, "tokenizer": a.tokenizer_name, "n_tokens": len(a.tokens),
-                   "tokens": np.asarray(a.tokens, np.int32)},
-    }

@@ -308,21 +308,23 @@ class ResultSink:
         })
         out = {"frames": frames, "tracks": tracks, "fingerprints": fps}
         if midi:
-            out.update(_midi_tables(midi))
+            out.update(midi_tables([(f.content_hash, f.result) for f in midi]))
         return out
 
 
-def _midi_tables(midi: list[Finished]) -> dict[str, pa.Table]:
-    notes = [f.result.notes for f in midi]
-    cols = {"content_hash": [f.content_hash for f in midi]}
+def midi_tables(items: list[tuple[str, Any]]) -> dict[str, pa.Table]:
+    """The midi_notes and tokens datasets for (content_hash, MidiAnalysis) pairs."""
+    hashes = [h for h, _ in items]
+    notes = [a.notes for _, a in items]
+    cols: dict[str, Any] = {"content_hash": hashes}
     for name, typ in (("pitch", pa.int16()), ("start", pa.float32()), ("end", pa.float32()),
                       ("velocity", pa.int16()), ("program", pa.int16()), ("is_drum", pa.bool_())):
         cols[name] = list_of_vectors([np.asarray(n[name]) for n in notes], typ)
     tokens = pa.table({
-        "content_hash": [f.content_hash for f in midi],
-        "tokenizer": [f.result.tokenizer_name for f in midi],
-        "n_tokens": pa.array([len(f.result.tokens) for f in midi], pa.int32()),
-        "tokens": list_of_vectors([np.asarray(f.result.tokens, np.int32) for f in midi], pa.int32()),
+        "content_hash": hashes,
+        "tokenizer": [a.tokenizer_name for _, a in items],
+        "n_tokens": pa.array([len(a.tokens) for _, a in items], pa.int32()),
+        "tokens": list_of_vectors([np.asarray(a.tokens, np.int32) for _, a in items], pa.int32()),
     })
     return {"midi_notes": pa.table(cols), "tokens": tokens}
 

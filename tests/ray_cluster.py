@@ -127,12 +127,3 @@ def with_suppress(fn) -> None:
         fn()
     except psutil.NoSuchProcess:
         pass
-
-
-def with_suppress(fn) -> None:
-    import psutil
-
-    try:
-        fn()
-    except psutil.NoSuchProcess:
-        pass

@@ -2,15 +2,13 @@
 stored in a temporary SQLite as the fingerprint job stores it; no Ray needed here)."""
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stdout
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from benchmarks.bench_identify import (SR, add_noise, change_speed, content_hash_of, insert_tracks, library_chroma,
+from benchmarks.bench_identify import (SR, add_noise, change_speed, insert_tracks, library_chroma,
                                        reencode, synth_song)
 from pipeline import index
 from pipeline.identify import Identifier, find_duplicates, identify

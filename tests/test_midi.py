@@ -20,7 +20,6 @@ from actors.midi import (
     estimate_key,
     make_tokenizer,
     midi_features_version,
-    midi_rows,
     n_frames_for,
     vocab_json,
 )
@@ -227,20 +226,13 @@ def test_real_midi_all_parse(shared_midi):
 
 def test_tokens_readable_by_ray_data(tmp_path, ray_local):
     """Token rows written with the contract schema read back through Ray Data."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import ray.data
 
-    from pipeline.parquet_io import list_of_vectors
+    from pipeline.sink import midi_tables
 
     analyses = [analyze_midi(random_piece(s, n_bars=4).to_midi(), frame_rate_hz=FR) for s in range(3)]
-    rows = [midi_rows(f"h{i}", a, features_version=midi_features_version(FR))["tokens"] for i, a in enumerate(analyses)]
-    table = pa.table({
-        "content_hash": [r["content_hash"] for r in rows],
-        "tokenizer": [r["tokenizer"] for r in rows],
-        "n_tokens": pa.array([r["n_tokens"] for r in rows], pa.int32()),
-        "tokens": list_of_vectors([r["tokens"] for r in rows], pa.int32()),
-    })
+    table = midi_tables([(f"h{i}", a) for i, a in enumerate(analyses)])["tokens"]
     (tmp_path / "tokens").mkdir()
     pq.write_table(table, tmp_path / "tokens" / "part-0.parquet")
     (tmp_path / "tokens" / "vocab.json").write_text(vocab_json())
