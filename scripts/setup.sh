@@ -8,6 +8,9 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "torch==2.13.0" || .venv/bin/python -m pip install --quiet "torch>=2.4"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+log=.venv/install.log
+pip() { .venv/bin/python -m pip "$@" >>"$log" 2>&1 || { tail -n 60 "$log"; echo "install failed (log: $log)" >&2; return 1; }; }
+echo "installing into .venv (log: $log) ..."
+pip install --upgrade pip
+pip install "torch==2.13.0" || pip install "torch>=2.4"
+pip install -e ".[dev]"
