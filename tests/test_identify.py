@@ -151,3 +151,12 @@ def test_static_drum_loops_are_not_duplicates(tmp_path):
     index.sync(engine)
     groups = [sorted(p for m in g.members for p in m["paths"]) for g in find_duplicates(engine)]
     assert groups == [["/music/copies/song13.mp3", "/music/song13.wav"]]
+    # The same trap for identify: a drum loop that is not in the library matches none of them.
+    clip = tmp_path / "new-loop.wav"
+    sf.write(clip, drums(10.0, 113.0, np.random.default_rng(5)) * 0.5, SR)
+    song_clip = tmp_path / "song13-clip.wav"
+    sf.write(song_clip, _clip(items[-1][1], 4.0, 6.0), SR)
+    m_loop, m_song = identify(engine, [str(clip), str(song_clip)])
+    assert m_loop is None
+    assert m_song is not None and set(m_song.paths) & {"/music/song13.wav", "/music/copies/song13.mp3"}
+    assert abs(m_song.offset_s - 4.0) < 0.2
