@@ -174,3 +174,22 @@ def test_cli_user_errors_are_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "jobs.fingerprint", "--memory-fraction", "7", str(tmp_path)],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert p.returncode == 2 and "memory-fraction" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_output_is_quiet_and_ends_with_a_summary(tmp_path):
+    """Normal output: a progress bar and a summary, none of Ray's own log lines (they go to
+    OUT/ray-driver.log); exit 0 when something was processed even with a broken file."""
+    lib = tmp_path / "lib"
+    good_library(lib, n=2, seconds=2.0)
+    (lib / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    cmd = [sys.executable, "-m", "jobs.fingerprint", str(lib), "--db", str(tmp_path / "db.sqlite"),
+           "--out", str(tmp_path / "out"), "--num-cpus", "2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "done: 2 processed" in p.stdout and "1 errors" in p.stdout
+    assert "broken.wav" in p.stderr  # the error is reported to the user
+    noise = [line for line in p.stderr.splitlines()
+             if "core_worker" in line or " INFO " in line or "WARNING" in line or "Traceback" in line]
+    assert noise == [], noise
+    assert (tmp_path / "out" / "ray-driver.log").exists()
