@@ -263,8 +263,7 @@ def _stream(rows: list[ManifestRow], cfg: ChromarayConfig, sink: ResultSink, inf
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
             sink.add(batch)
-            c = sink.counts
-            progress.update(c.done + len(sink._ready), c.errors + len(sink._errors), c.audio_seconds,
+            progress.update(sink.done_so_far, sink.counts.errors, sink.counts.audio_seconds,
                             detail={"batches": sink.recent_batches, "pending_spans": sink.pending_spans})
         sink.flush()
     finally:

@@ -144,6 +144,11 @@ class ResultSink:
                 self.metrics.batch(info.get("worker", "?"), int(rec.get("n_tracks", 0)), int(rec.get("peak_bytes", 0)))
 
     @property
+    def done_so_far(self) -> int:
+        """Tracks finished, committed or waiting for the next part."""
+        return self.counts.done + len(self._ready)
+
+    @property
     def pending_spans(self) -> int:
         return len(self._spans)
 
