@@ -35,7 +35,9 @@ def report(profile_name: str | None = None, *, address: str | None = None) -> di
     }
     cluster_gpus = None
     if address:
-        ray.init(address=address)
+        from pipeline.ray_runtime import init_ray  # noqa: PLC0415
+
+        init_ray(address)  # offline defaults, one-line error when the cluster is unreachable
         try:
             res = ray.cluster_resources()
         finally:

@@ -70,11 +70,3 @@ def list_of_vectors(vecs: Sequence[np.ndarray], value_type: pa.DataType) -> pa.A
     offsets[1:] = np.cumsum([len(v) for v in vecs])
     flat = np.concatenate([np.asarray(v).reshape(-1) for v in vecs]) if vecs else np.zeros(0)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
-
-
-def read_matrix(cell: pa.Scalar | list, width: int) -> np.ndarray:
-    """Inverse of list_of_matrices for one cell: (n, width) float32."""
-    if isinstance(cell, pa.Scalar):
-        values = cell.values
-        return np.asarray(values.flatten() if values is not None else [], dtype=np.float32).reshape(-1, width)
-    return np.asarray(cell, dtype=np.float32).reshape(-1, width)

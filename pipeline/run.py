@@ -228,10 +228,8 @@ def _known_paths(engine: Engine) -> list[tuple[str, int, int, str]]:
 
 
 def _metrics(run_id: str) -> Any:
-    try:
-        from pipeline.metrics import RunMetrics  # noqa: PLC0415
-    except ImportError:
-        return None
+    from pipeline.metrics import RunMetrics  # noqa: PLC0415 - imports ray.util.metrics
+
     return RunMetrics(run_id)
 
 

@@ -340,9 +340,7 @@ def _fp_rate() -> float:
     return float(FP_FRAME_RATE_HZ)
 
 
-def _key_of(chroma_mean: Any) -> str | None:
-    try:
-        from actors.midi import estimate_key  # noqa: PLC0415
-    except ImportError:
-        return None
+def _key_of(chroma_mean: Any) -> str:
+    from actors.midi import estimate_key  # noqa: PLC0415 - the same Krumhansl estimate as for MIDI
+
     return estimate_key(np.asarray(chroma_mean, dtype=np.float64))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.library import good_library
 from tests.test_dashboard import REPO, SCRIPT_REASON, XSS_NAME, DashboardServer, populate
 
 CHROMIUM = "/usr/bin/chromium"
@@ -193,34 +194,15 @@ def test_missing_database_page(page, tmp_path):
 
 
 # ------------------------------------------------------------ real run (lead's job)
-def fingerprint_job_ready() -> bool:
-    path = REPO / "jobs" / "fingerprint.py"
-    return path.exists() and "not built yet" not in path.read_text()
-
-
-def write_library(root: Path, n: int = 4, seconds: float = 4.0, sr: int = 22050) -> list[Path]:
-    """``n`` distinct seeded chord tones as WAV, plus a broken file named like an HTML tag."""
-    import soundfile as sf
-
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(7)
-    t = np.arange(int(seconds * sr)) / sr
-    files = []
-    for i in range(n):
-        f0 = 110.0 * 2 ** (rng.integers(0, 24) / 12)
-        x = sum(np.sin(2 * np.pi * f0 * r * t + rng.uniform(0, 6.28)) for r in (1.0, 1.26, 1.5))
-        x = (0.2 * x * (1 + 0.5 * np.sin(2 * np.pi * (1 + i) * t)) + 0.01 * rng.standard_normal(t.size))
-        p = root / f"track_{i:02d}.wav"
-        sf.write(p, x.astype(np.float32), sr)
-        files.append(p)
+def write_library(root: Path, n: int = 4, seconds: float = 4.0) -> list[Path]:
+    """``n`` distinct seeded songs, plus a broken file named like an HTML tag."""
+    files = good_library(root, n=n, seconds=seconds)
     bad = root / XSS_NAME
-    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" + rng.bytes(64))
-    files.append(bad)
-    return files
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" + np.random.default_rng(7).bytes(64))
+    return [*files, bad]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not fingerprint_job_ready(), reason="jobs/fingerprint.py is not built yet")
 def test_page_on_real_fingerprint_run(page, tmp_path):
     browser = page
     from selenium.webdriver.common.by import By
