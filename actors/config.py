@@ -41,7 +41,7 @@ class DSPConfig:
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """How the feature actors size their batches (see actors.batching)."""
+    """How the feature actors size their batches (see actors.features.batching)."""
 
     device: str = "auto"  # auto | cpu | gpu
     memory_fraction: float = 0.8  # of free device memory (GPU) or process/cgroup limit (CPU)

@@ -91,7 +91,7 @@ def _truncation_in_log(log: str) -> str | None:
 
 
 def probe(path: str) -> AudioInfo:
-    import soundfile as sf  # noqa: PLC0415
+    import soundfile as sf
 
     try:
         info = sf.info(path)
@@ -110,8 +110,8 @@ def iter_mono_blocks(path: str, sample_rate: int, *, block_seconds: float = BLOC
 
     Raises InputFileError if the stream breaks off or is much shorter than its header.
     """
-    import soundfile as sf  # noqa: PLC0415
-    import soxr  # noqa: PLC0415
+    import soundfile as sf
+    import soxr
 
     info = probe(path)
     block = max(1, int(block_seconds * info.source_sample_rate))

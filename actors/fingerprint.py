@@ -32,7 +32,7 @@ and only the *sign* of a difference is kept (robust to broadband noise, which mo
    its least reliable bits flipped, which recovers frames with one wrong bit.
 
 Speed changes of ±2 % (tempo and pitch ≈ ±34 cents) are not handled here but by the query
-(pipeline.identify): it resamples the clip by the candidate speed factors before analysis,
+(pipeline.search.identify): it resamples the clip by the candidate speed factors before analysis,
 which undoes both exactly.
 
 Everything is xp-generic: the same code runs on NumPy arrays in CPU actors and CuPy arrays on
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.xp import get_xp
+from actors.dsp.xp import get_xp
 
 #: Reference analysis frame rate (DSPConfig defaults: 22050 / 512).
 REF_FRAME_RATE_HZ = 22050 / 512

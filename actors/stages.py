@@ -118,8 +118,8 @@ class DecodeStage(Stage):
                 yield to_table([error_row(src, "decode", _unexpected(exc))])
 
     def _audio(self, src: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
-        from actors.decode import iter_mono_blocks, iter_spans, probe  # noqa: PLC0415
-        from actors.features import span_window  # noqa: PLC0415
+        from actors.decode import iter_mono_blocks, iter_spans, probe
+        from actors.features import span_window
 
         info = probe(src["path"])
         meta = json.dumps({"source_sample_rate": info.source_sample_rate, "channels": info.channels,
@@ -150,7 +150,7 @@ class DecodeStage(Stage):
 
     def _midi(self, src: dict[str, Any]) -> dict[str, Any]:
         try:
-            from actors.midi import analyze_midi  # noqa: PLC0415
+            from actors.midi.analysis import analyze_midi
 
             try:
                 with open(src["path"], "rb") as fh:
@@ -169,14 +169,14 @@ class DecodeStage(Stage):
 
 @functools.lru_cache(maxsize=2)
 def _reference_extractor(dsp: DSPConfig) -> Any:
-    from actors.features import FeatureExtractor  # noqa: PLC0415
+    from actors.features import FeatureExtractor
 
     return FeatureExtractor(dsp, BatchConfig(device="cpu"))
 
 
 def track_result(features: Any, dsp: DSPConfig) -> dict[str, Any]:
     """Everything stored for one finished audio track: features + fingerprint codes."""
-    from actors.fingerprint import FP_VERSION, fingerprint_codes  # noqa: PLC0415
+    from actors.fingerprint import FP_VERSION, fingerprint_codes
 
     codes = fingerprint_codes(features.chroma, frame_rate_hz=features.frame_rate_hz)
     return {"features": features, "fp_codes": np.asarray(codes, dtype="<u4"), "fp_version": FP_VERSION}
@@ -194,7 +194,7 @@ class FeatureStage(Stage):
     stateful = True
 
     def __init__(self, dsp: DSPConfig, batch: BatchConfig):
-        from actors.features import FeatureExtractor  # noqa: PLC0415
+        from actors.features import FeatureExtractor
 
         self.dsp = dsp
         self.extractor = FeatureExtractor(dsp, batch)

@@ -144,7 +144,7 @@ def reencode(y: np.ndarray, fmt: str, sr: int = SR, *, level: float = 0.9) -> np
     ``level`` is libsndfile's compression level: 0.9 gives ~24 kbit/s MP3 and ~40 kbit/s Vorbis
     for 22.05 kHz mono.
     """
-    import soundfile as sf  # noqa: PLC0415
+    import soundfile as sf
 
     y = np.clip(y, -1.0, 1.0)
     buf = io.BytesIO()
@@ -162,7 +162,7 @@ def reencode(y: np.ndarray, fmt: str, sr: int = SR, *, level: float = 0.9) -> np
 
 def change_speed(y: np.ndarray, factor: float, sr: int = SR) -> np.ndarray:
     """Play ``factor`` times faster (tempo and pitch, like a turntable), same sample rate."""
-    import soxr  # noqa: PLC0415
+    import soxr
 
     return soxr.resample(y, sr * factor, sr, quality="HQ").astype(np.float32)
 
@@ -199,15 +199,15 @@ CONDITIONS = ["clean", "noise10", "noise0", "mp3", "ogg", "mp3_noise10", "gain",
 # ----------------------------------------------------------------------------------------------
 
 def content_hash_of(name: str) -> str:
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
     return hashlib.sha256(name.encode()).hexdigest()
 
 
 def library_chroma(signals: list[np.ndarray]) -> list[np.ndarray]:
     """Harmonic chroma of whole tracks by the pipeline's FeatureExtractor (CPU)."""
-    from actors.config import BatchConfig, DSPConfig  # noqa: PLC0415
-    from actors.features import FeatureExtractor  # noqa: PLC0415
+    from actors.config import BatchConfig, DSPConfig
+    from actors.features import FeatureExtractor
 
     fx = FeatureExtractor(DSPConfig(), BatchConfig(device="cpu"))
     return [np.asarray(f.chroma) for f in fx(signals)]
@@ -216,11 +216,11 @@ def library_chroma(signals: list[np.ndarray]) -> list[np.ndarray]:
 def insert_tracks(engine, items: list[tuple[str, np.ndarray, float]], *, run_id: str = "bench") -> list[str]:
     """Store tracks ``(path, chroma, duration_s)`` like the pipeline: tracks, track_paths and
     fingerprints rows (codes by actors.fingerprint.fingerprint_codes). Returns content hashes."""
-    from sqlalchemy.orm import Session  # noqa: PLC0415
+    from sqlalchemy.orm import Session
 
-    from actors.config import DSPConfig  # noqa: PLC0415
-    from actors.fingerprint import FP_FRAME_RATE_HZ, FP_VERSION, fingerprint_codes  # noqa: PLC0415
-    from pipeline.store import Fingerprint, Track, TrackPath  # noqa: PLC0415
+    from actors.config import DSPConfig
+    from actors.fingerprint import FP_FRAME_RATE_HZ, FP_VERSION, fingerprint_codes
+    from pipeline.store import Fingerprint, Track, TrackPath
 
     dsp = DSPConfig()
     hashes = []
@@ -238,7 +238,7 @@ def insert_tracks(engine, items: list[tuple[str, np.ndarray, float]], *, run_id:
 
 
 def decode(path: str) -> np.ndarray:
-    from actors.decode import decode_file  # noqa: PLC0415
+    from actors.decode import decode_file
 
     return decode_file(str(path), SR)
 
@@ -247,10 +247,10 @@ def synthetic_postings(engine, n_tracks: int, seed: int, *, codes_per_track: int
     """Add ``n_tracks`` synthetic tracks to reach index scale: each is a run of real library codes
     (repeats, runs and bit statistics of real music) XORed with a random 32-bit mask, so its codes
     are spread over the code space like another song's and never reproduce a library track."""
-    import sqlite3  # noqa: PLC0415
+    import sqlite3
 
-    from actors.fingerprint import FP_FRAME_RATE_HZ, FP_VERSION  # noqa: PLC0415
-    from pipeline import index  # noqa: PLC0415
+    from actors.fingerprint import FP_FRAME_RATE_HZ, FP_VERSION
+    from pipeline.search import index
 
     rng = np.random.default_rng(seed)
     db = index.db_path(engine)
@@ -280,7 +280,7 @@ def learn_thresholds(dump: list[dict]) -> dict:
     verifications separately: threshold = worst correct in-library score + 1/3 of the gap to the
     best out-of-library score (closer to the positives: a false positive costs more than a miss).
     """
-    from pipeline.identify import SHORT_CODES  # noqa: PLC0415
+    from pipeline.search.identify import SHORT_CODES
 
     out = {}
     for name, lo, hi in (("short", 0, SHORT_CODES), ("long", SHORT_CODES, 10**9)):
@@ -302,7 +302,7 @@ def _peak_rss() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    import resource  # noqa: PLC0415
+    import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -310,8 +310,8 @@ def _peak_rss() -> int:
 def _timed_queries(db: str, clips: list[np.ndarray], truth: list[str]) -> dict:
     """Identify clips in this (fresh) process: latencies, hits, peak memory, resident index pages."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.identify import Identifier  # noqa: PLC0415
-    from pipeline.store import open_db  # noqa: PLC0415
+    from pipeline.search.identify import Identifier
+    from pipeline.store import open_db
 
     ident = Identifier(open_db(db, readonly=True))
     ident.identify_signal(clips[0][: SR * 3])  # warm-up: extractor filterbanks, imports
@@ -343,7 +343,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 def _fpcalc(exe: str, path: Path) -> np.ndarray:
     """Raw Chromaprint fingerprint (uint32 per ~0.12 s) of a file, via fpcalc."""
-    import subprocess  # noqa: PLC0415
+    import subprocess
 
     out = subprocess.run([exe, "-raw", "-json", "-length", "0", str(path)], capture_output=True, text=True,
                          check=False)
@@ -356,7 +356,7 @@ def _fpcalc(exe: str, path: Path) -> np.ndarray:
 
 def _best_ber(q: np.ndarray, ref: np.ndarray) -> float:
     """Smallest BER of q against ref over all offsets where q fits at least half inside ref."""
-    from actors.fingerprint import popcount32  # noqa: PLC0415
+    from actors.fingerprint import popcount32
 
     if len(q) == 0 or len(ref) == 0:
         return 1.0
@@ -377,9 +377,9 @@ def run_fpcalc(library: list[tuple[str, np.ndarray]], queries: list[tuple[str, i
     force), and the best track counts when its BER is below ``threshold``. ``queries``:
     (condition label, true library index or None for out-of-library, clip).
     """
-    import shutil  # noqa: PLC0415
+    import shutil
 
-    import soundfile as sf  # noqa: PLC0415
+    import soundfile as sf
 
     exe = shutil.which("fpcalc")
     if exe is None:
@@ -430,17 +430,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-library", action="store_true",
                     help="reuse the database in --workdir from an earlier run with the same arguments")
     ap.add_argument("--learn", action="store_true",
-                    help="derive the accept thresholds of pipeline.identify from this run (use seeds that differ "
+                    help="derive the accept thresholds of pipeline.search.identify from this run (use seeds that differ "
                          "from the evaluation: --seed 7 --negative-seed-base 500000)")
     ap.add_argument("--dump", default=None, help="write the best candidate of every query (JSON lines)")
     args = ap.parse_args(argv)
 
-    import tempfile  # noqa: PLC0415
+    import tempfile
 
-    from actors.fingerprint import FP_VERSION  # noqa: PLC0415
-    from pipeline import index  # noqa: PLC0415
-    from pipeline.identify import Identifier  # noqa: PLC0415
-    from pipeline.store import open_db  # noqa: PLC0415
+    from actors.fingerprint import FP_VERSION
+    from pipeline.search import index
+    from pipeline.search.identify import Identifier
+    from pipeline.store import open_db
 
     rng = np.random.default_rng(args.seed)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_identify_"))
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for p in work.glob("library.sqlite*"):
             if p.is_dir():
-                import shutil  # noqa: PLC0415
+                import shutil
 
                 shutil.rmtree(p)
             else:
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     pos_bers, lat_search, lat_total = [], [], []
     dump: list[dict] = []  # best candidate of every query (threshold learning, --dump)
     fp_queries: list[tuple[str, int | None, np.ndarray]] = []  # the same queries for fpcalc
-    import shutil  # noqa: PLC0415
+    import shutil
 
     have_fpcalc = shutil.which("fpcalc") is not None
     for cond in conditions:
@@ -568,13 +568,13 @@ def main(argv: list[str] | None = None) -> int:
             truth.append(hashes[i])
         # Timed in a fresh process, so its memory is that of a query process (index mapped,
         # feature extractor), not of this benchmark's library construction.
-        import concurrent.futures as cf  # noqa: PLC0415
-        import multiprocessing as mp  # noqa: PLC0415
+        import concurrent.futures as cf
+        import multiprocessing as mp
 
         with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
             sq = pool.submit(_timed_queries, str(db), clips, truth).result()
         hits, n, lat_s, lat_t, rss = sq["hits"], sq["n"], sq["lat_s"], sq["lat_t"], sq["max_rss_bytes"]
-        from pipeline.identify import find_duplicates  # noqa: PLC0415
+        from pipeline.search.duplicates import find_duplicates
 
         t2 = time.perf_counter()
         groups = find_duplicates(engine)

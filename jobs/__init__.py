@@ -1,0 +1,1 @@
+"""Thin entry points: ``python -m jobs.NAME`` and the ``chromaray`` console script."""

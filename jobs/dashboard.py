@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from actors.errors import ChromarayError
-    from pipeline.dashboard import serve
+    from pipeline.web.dashboard import serve
 
     if not 0 < args.port < 65536:
         raise ChromarayError(f"--port {args.port} is not a TCP port (1-65535)")

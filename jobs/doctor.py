@@ -17,10 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report(profile_name: str | None = None, *, address: str | None = None) -> dict:
     """Everything doctor prints, as a dict."""
-    import ray  # noqa: PLC0415
+    import ray
 
-    from actors.errors import ChromarayError  # noqa: PLC0415
-    from pipeline.profiles import check_cluster_fits, detect_hardware, resolve_workers, select_profile  # noqa: PLC0415
+    from actors.errors import ChromarayError
+    from pipeline.train.profiles import check_cluster_fits, detect_hardware, resolve_workers, select_profile
 
     hw = detect_hardware()
     info: dict = {
@@ -35,7 +35,7 @@ def report(profile_name: str | None = None, *, address: str | None = None) -> di
     }
     cluster_gpus = None
     if address:
-        from pipeline.ray_runtime import init_ray  # noqa: PLC0415
+        from pipeline.runtime import init_ray
 
         init_ray(address)  # offline defaults, one-line error when the cluster is unreachable
         try:

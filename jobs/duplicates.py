@@ -24,11 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
+    import json
 
-    from actors.errors import ChromarayError  # noqa: PLC0415
-    from jobs.identify import _engine_with_index  # noqa: PLC0415
-    from pipeline import identify as q  # noqa: PLC0415
+    from actors.errors import ChromarayError
+    from jobs.identify import _engine_with_index
+    from pipeline.search import duplicates as q
 
     engine = _engine_with_index(args.db, sync=not args.no_sync)
     opts = {}

@@ -37,7 +37,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
         o["batch"]["device"] = args.device
     if args.memory_fraction is not None:
         if not 0 < args.memory_fraction <= 1:
-            from actors.errors import ChromarayError  # noqa: PLC0415
+            from actors.errors import ChromarayError
 
             raise ChromarayError("--memory-fraction must be in (0, 1]")
         o["batch"]["memory_fraction"] = args.memory_fraction
@@ -49,19 +49,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actors.errors import ChromarayError  # noqa: PLC0415
-    from pipeline.config import load_config  # noqa: PLC0415
-    from pipeline.ray_runtime import prepare_environment, stop_on_signals  # noqa: PLC0415
+    from actors.errors import ChromarayError
+    from pipeline.config import load_config
+    from pipeline.runtime import prepare_environment, stop_on_signals
 
     prepare_environment(args.verbose)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from pipeline.run import run_fingerprint  # noqa: PLC0415
+    from pipeline.ingest.run import run_fingerprint
 
     stop_on_signals()
     cfg = load_config(args.config, overrides=_overrides(args))
     paths = list(args.paths)
     if not paths:
-        from pipeline.demo import make_demo_library  # noqa: PLC0415
+        from pipeline.synth.audio import make_demo_library
 
         demo = os.path.join(args.out, "demo-library")
         n = make_demo_library(demo)

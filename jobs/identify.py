@@ -24,12 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-    import os  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+    import json
+    import os
+    import sys
 
-    from actors.errors import InputFileError  # noqa: PLC0415
-    from pipeline.identify import Identifier  # noqa: PLC0415
+    from actors.errors import InputFileError
+    from pipeline.search.identify import Identifier
 
     engine = _engine_with_index(args.db, sync=not args.no_sync)
     ident = Identifier(engine)
@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
 def _engine_with_index(db: str, *, sync: bool):
     """Read-only engine on ``db``; first brings the index up to date when it is stale (that one
     write needs the database to be writable)."""
-    from pipeline import index  # noqa: PLC0415
-    from pipeline.store import open_db  # noqa: PLC0415
+    from pipeline.search import index
+    from pipeline.store import open_db
 
     engine = open_db(db, readonly=True)
     if sync and index.is_stale(engine):

@@ -29,14 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _resolve_midi(engine, paths: list[str]) -> tuple[list[str], list[str]]:
     """(content hash, absolute path) of each MIDI file named on the command line, in order."""
-    import os  # noqa: PLC0415
+    import os
 
-    from sqlalchemy import select  # noqa: PLC0415
-    from sqlalchemy.orm import Session  # noqa: PLC0415
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
 
-    from actors.errors import ChromarayError  # noqa: PLC0415
-    from pipeline.discover import content_hash, discover  # noqa: PLC0415
-    from pipeline.store import ErrorRow, Track, TrackPath  # noqa: PLC0415
+    from actors.errors import ChromarayError
+    from pipeline.ingest.discover import content_hash, discover
+    from pipeline.store import ErrorRow, Track, TrackPath
 
     files = [f.path for f in discover(paths) if f.kind == "midi"]
     if not files:
@@ -59,14 +59,14 @@ def _resolve_midi(engine, paths: list[str]) -> tuple[list[str], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-    import time  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import json
+    import sys
+    import time
+    from pathlib import Path
 
-    from actors.errors import ChromarayError  # noqa: PLC0415
-    from pipeline.midi_match import MAX_CANDIDATES, MIN_SCORE, match_midi  # noqa: PLC0415
-    from pipeline.store import open_db  # noqa: PLC0415
+    from actors.errors import ChromarayError
+    from pipeline.midi_match import MAX_CANDIDATES, MIN_SCORE, match_midi
+    from pipeline.store import open_db
 
     if args.top_k < 1:
         raise ChromarayError("--top-k must be at least 1")

@@ -61,15 +61,15 @@ def run(args: argparse.Namespace) -> int:
         raise ChromarayError("train lora needs --base CHECKPOINT")
     if args.max_steps is not None and args.max_steps < 1:
         raise ChromarayError("--max-steps must be >= 1")
-    import ray  # noqa: PLC0415
+    import ray
 
-    from pipeline.ray_runtime import init_ray  # noqa: PLC0415
+    from pipeline.runtime import init_ray
 
     ours = not ray.is_initialized()
     info = init_ray(args.address, verbose=args.verbose)
 
-    from pipeline.profiles import select_profile  # noqa: PLC0415
-    from pipeline.train import TrainRequest, run_training  # noqa: PLC0415
+    from pipeline.train.profiles import select_profile
+    from pipeline.train.driver import TrainRequest, run_training
 
     try:
         overrides = {k: getattr(args, k) for k in OVERRIDES}

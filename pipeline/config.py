@@ -73,7 +73,7 @@ def _apply(section: Any, overrides: Mapping[str, Any], where: str) -> Any:
 
 def read_yaml(path: str | os.PathLike, *, what: str) -> dict[str, Any]:
     """A YAML mapping from a file, or one ChromarayError line saying what is wrong with it."""
-    import yaml  # noqa: PLC0415
+    import yaml
 
     p = Path(path)
     if not p.is_file():

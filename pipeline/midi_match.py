@@ -4,7 +4,7 @@ Reads the per-frame chroma of both kinds from the Parquet ``frames`` dataset (co
 parts only, via pipeline.store.parts_of) -- for MIDI files the chroma is recomputed from the
 ``midi_notes`` dataset with decaying notes (actors.midi.midi_heard_chroma), closer to what a
 recording sounds like -- turns each track into CENS features at ~5 Hz
-(actors.midi_align), prunes candidates by their pitch-class profile, aligns each MIDI file
+(actors.midi.align), prunes candidates by their pitch-class profile, aligns each MIDI file
 with its candidates by subsequence DTW and keeps those whose chance-corrected alignment
 score reaches ``min_score``, best first. Results go to table ``midi_matches`` (re-running
 replaces the rows of the MIDI files matched).
@@ -37,9 +37,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from actors.errors import ChromarayError
-from actors.midi import midi_heard_chroma
-from actors.midi_align import DEFAULT_RATE_HZ, MATCH_VERSION, align, cens, coarsen, profile
-from pipeline.store import Base, Track, TrackPath, parts_of, utcnow
+from actors.midi.analysis import midi_heard_chroma
+from actors.midi.align import DEFAULT_RATE_HZ, MATCH_VERSION, align, cens, coarsen, profile
+from pipeline.store import Base, MidiMatchRow, Track, TrackPath, parts_of, utcnow
 
 MIN_SCORE = 0.55
 #: Candidates per MIDI file kept after profile pruning (DTW is the costly step).
@@ -50,25 +50,6 @@ MAX_CANDIDATES = 64
 COARSE_FACTOR = 5
 COARSE_MIN_CELLS = 250_000
 FINE_CANDIDATES = 8
-
-
-class MidiMatchRow(Base):
-    """One (MIDI, audio) pair judged to play the same piece, with its rank for that MIDI."""
-
-    __tablename__ = "midi_matches"
-    midi_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    audio_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    rank: Mapped[int] = mapped_column(Integer)  # 1 = best
-    score: Mapped[float] = mapped_column(Float)  # chance-corrected DTW similarity (<= 1)
-    similarity: Mapped[float] = mapped_column(Float)  # mean cosine along the path
-    chance: Mapped[float] = mapped_column(Float)  # mean cosine over all frame pairs
-    tempo_ratio: Mapped[float] = mapped_column(Float)  # MIDI seconds per audio second (>1: faster recording)
-    audio_start_s: Mapped[float] = mapped_column(Float)
-    audio_end_s: Mapped[float] = mapped_column(Float)
-    midi_start_s: Mapped[float] = mapped_column(Float)
-    midi_end_s: Mapped[float] = mapped_column(Float)
-    matcher_version: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 def ensure_tables(engine: Engine) -> None:

@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import REPO as ROOT
+
 RAY_BIN = Path(sys.executable).with_name("ray")
 # What a job ships and sees: this checkout without the local environment and outputs.
 RUNTIME_ENV = {"excludes": [".venv", ".git", "results", "*.egg-info", "__pycache__", "benchmarks/out"],

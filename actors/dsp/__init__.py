@@ -1,6 +1,6 @@
 """Batched DSP kernels: one code path for NumPy (CPU) and CuPy (GPU), librosa 0.11 semantics.
 
-Pure functions; the array module comes from the input (``actors.xp.get_xp``)
+Pure functions; the array module comes from the input (``actors.dsp.xp.get_xp``)
 and results stay on the input's device. Batch axes lead, options are
 keyword-only.
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from actors.xp import get_xp
+from actors.dsp.xp import get_xp
 
 
 def chroma_filterbank(*, sr: int, n_fft: int, n_chroma: int = 12, tuning: float = 0.0,
                       xp: Any = np) -> Any:
     """(n_chroma, 1 + n_fft // 2) float32 chroma filterbank on the device of ``xp``."""
-    import librosa  # noqa: PLC0415 - heavy import, once per actor
+    import librosa
 
     fb = librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=n_chroma, tuning=tuning)
     return xp.asarray(np.ascontiguousarray(fb, dtype=np.float32))

@@ -18,7 +18,7 @@ import numpy as np
 
 from actors.dsp.median import median_along_freq, median_along_time
 from actors.errors import ChromarayError
-from actors.xp import get_xp
+from actors.dsp.xp import get_xp
 
 
 def _pair(v: Any) -> tuple[Any, Any]:

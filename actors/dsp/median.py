@@ -23,17 +23,17 @@ from typing import Any
 
 import numpy as np
 
-from actors.xp import get_xp
+from actors.dsp.xp import get_xp
 
 
 def ndimage_for(xp: Any) -> Any:
     """``scipy.ndimage`` or ``cupyx.scipy.ndimage`` (imported explicitly: submodules
     of cupyx.scipy are not loaded by ``import cupyx.scipy``)."""
     if xp is np:
-        import scipy.ndimage as nd  # noqa: PLC0415
+        import scipy.ndimage as nd
 
         return nd
-    import cupyx.scipy.ndimage as nd  # noqa: PLC0415
+    import cupyx.scipy.ndimage as nd
 
     return nd
 
@@ -56,7 +56,7 @@ def _running_median_last(x: Any, size: int) -> Any:
     """
     xp = get_xp(x)
     if xp is np and size % 2 == 1:
-        import bottleneck  # noqa: PLC0415
+        import bottleneck
 
         return bottleneck.move_median(x, size, axis=-1)[..., size - 1 :]
     r = size // 2

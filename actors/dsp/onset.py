@@ -25,7 +25,7 @@ import numpy as np
 
 from actors.dsp.chroma import apply_filterbank
 from actors.dsp.stft import fft_module, frame
-from actors.xp import get_xp
+from actors.dsp.xp import get_xp
 
 AMIN = 1e-10
 
@@ -33,7 +33,7 @@ AMIN = 1e-10
 def mel_filterbank(*, sr: int, n_fft: int, n_mels: int = 128, fmax: float | None = None,
                    xp: Any = np) -> Any:
     """(n_mels, 1 + n_fft // 2) float32 Slaney mel filterbank (librosa.filters.mel), fmax=sr/2."""
-    import librosa  # noqa: PLC0415 - heavy import, once per actor
+    import librosa
 
     fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels,
                              fmax=0.5 * sr if fmax is None else fmax)
@@ -77,7 +77,7 @@ def onset_flux(M_db: Any, *, ref_db: Any, top_db: float | None = 80.0, lag: int 
     if max_size == 1:
         R = D
     else:
-        from actors.dsp.median import ndimage_for  # noqa: PLC0415
+        from actors.dsp.median import ndimage_for
 
         R = ndimage_for(xp).maximum_filter1d(D, max_size, axis=-2)
     flux = D[..., lag:] - R[..., :-lag]
@@ -152,8 +152,8 @@ def tempo(
     lags faster than max_tempo excluded. Computed in float64 in blocks of
     ``block_frames`` frames so hour-long tracks need little memory.
     """
-    import scipy.fft  # noqa: PLC0415
-    import scipy.signal  # noqa: PLC0415
+    import scipy.fft
+    import scipy.signal
 
     xp = get_xp(onset_env)
     env = xp.asarray(onset_env, dtype=xp.float64).reshape(-1)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from actors.errors import ChromarayError
-from actors.xp import get_xp
+from actors.dsp.xp import get_xp
 
 #: frames are transformed in blocks of this many so the float32 framed copy
 #: (block x n_fft) stays small next to the complex output.
@@ -24,7 +24,7 @@ _BLOCK_FRAMES = 512
 @functools.lru_cache(maxsize=16)
 def _host_window(window: str, n_fft: int) -> np.ndarray:
     """Periodic window of length n_fft (``scipy.signal.get_window(fftbins=True)``), float32."""
-    import scipy.signal  # noqa: PLC0415 - heavy, only needed once per size
+    import scipy.signal
 
     return scipy.signal.get_window(window, n_fft, fftbins=True).astype(np.float32)
 
@@ -33,7 +33,7 @@ def fft_module(xp: Any) -> Any:
     """``scipy.fft`` for NumPy (pocketfft in single precision: ~5x faster than
     ``numpy.fft`` on float32 here, and what librosa uses) or ``cupy.fft``."""
     if xp is np:
-        import scipy.fft  # noqa: PLC0415
+        import scipy.fft
 
         return scipy.fft
     return xp.fft

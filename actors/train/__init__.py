@@ -1,0 +1,2 @@
+"""Training inside Ray Train workers: the sequence models (:mod:`actors.train.models`)
+and the per-worker loop (:mod:`actors.train.loop`, the only module under actors/ that imports Ray)."""

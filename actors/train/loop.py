@@ -1,0 +1,256 @@
+"""Ray Train per-worker loop (TorchTrainer + DDP) for chromaray sequence models.
+
+The driver (``pipeline.train.driver``) builds the datasets and the config; this
+function runs in every training worker:
+
+- data: ``ray.train.get_dataset_shard("train")`` yields windows ``x`` of
+  ``seq_len + 1`` steps (tokens ``(B, L+1)`` int64, frames ``(B, L+1, 13)``
+  float32); inputs are ``x[:, :-1]``, targets ``x[:, 1:]``.
+- checkpoints: every ``checkpoint_every`` steps (and at the last step) rank 0
+  writes model/adapter + optimizer + scheduler + step; every rank calls
+  ``ray.train.report`` (it is a barrier). On start, ``ray.train.get_checkpoint()``
+  (latest checkpoint of this run: after a worker failure, or when the same
+  run name is started again) restores all of it and training continues from
+  that step.
+- metrics: rank 0 hands per-step rows ``{step, loss, lr, items_per_s, split}``
+  to ``config["metrics_sink"]`` (a picklable callable from the driver, which
+  writes SQLite: one writer) every ``log_every`` steps and at checkpoints.
+- final evaluation: rank 0 evaluates the unsplit ``eval`` dataset with the
+  unwrapped model (no DDP collectives) and returns ``eval_loss`` to the driver.
+
+This is the only module under actors/ that imports Ray.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from actors.train.models import ModelSpec, build_model, items_in, load_model, save_model, sequence_loss, split_batch
+
+
+def _lr_lambda(max_steps: int, warmup: int) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to 10 % of the peak learning rate."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return f
+
+
+def _pick_device(config: dict, world_size: int) -> torch.device:
+    import ray.train.torch
+
+    dev = ray.train.torch.get_device()
+    if dev.type == "cpu" and config.get("device") in ("auto", "mps") and world_size == 1:
+        # Ray Train only knows CUDA; a single worker on a Mac can use MPS.
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+    return dev
+
+
+def _build(config: dict, ckpt_dir: Path | None) -> tuple[torch.nn.Module, dict]:
+    """Model on CPU (fresh, from a base + new LoRA, or from a checkpoint) and the saved state."""
+    spec = ModelSpec.from_dict(config["model"])
+    state: dict = {}
+    if ckpt_dir is not None:
+        state = json.loads((ckpt_dir / "state.json").read_text())
+    if config.get("mode") == "lora":
+        from actors.train.models.lora import apply_lora, load_adapter
+
+        base = load_model(config["base"], backend="mambapy")
+        if ckpt_dir is not None:
+            return load_adapter(base, ckpt_dir / "adapter", trainable=True), state
+        lc = config.get("lora") or {}
+        return apply_lora(base, r=int(lc.get("r", 8)), alpha=int(lc.get("alpha", 16)),
+                          dropout=float(lc.get("dropout", 0.0))), state
+    if ckpt_dir is not None:
+        return load_model(ckpt_dir), state
+    return build_model(spec), state
+
+
+def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, scaler, state: dict,
+                     mode: str) -> None:
+    inner = getattr(model, "module", model)
+    if mode == "lora":
+        from actors.train.models.lora import save_adapter
+
+        save_adapter(inner, directory / "adapter")
+        inner.get_base_model().spec.save(directory)
+    else:
+        save_model(inner, directory)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None}, directory / "optim.pt")
+    (directory / "state.json").write_text(json.dumps(state))
+
+
+def _maybe_inject_fault(config: dict, rank: int, step: int) -> None:
+    """Testing hook: one worker dies hard once at a given step (marker file guards "once")."""
+    fault = config.get("fault")
+    if not fault or rank != int(fault.get("rank", 0)) or step != int(fault["step"]):
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    import ray.train
+
+    # Die only once the last reported checkpoint is committed, so "resumes from
+    # the last checkpoint" is deterministic whatever the controller's polling lag.
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED,
+                                           timeout_s=120)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"killed rank {rank} at step {step}\n")
+    os._exit(1)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Body of ``TorchTrainer(train_loop_per_worker=...)``; see the module docstring for config keys.
+
+    Rank 0 returns the final metrics (``step``, ``start_step`` of this attempt,
+    ``loss``, ``eval_loss``, ``eval_items``): Ray Train V2 hands rank 0's return
+    value to the driver as ``Result.return_value``.
+    """
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(int(config.get("seed", 0)) + rank)
+    task = config["model"]["task"]
+    mode = config.get("mode", "scratch")
+    max_steps = int(config["max_steps"])
+    batch_size = int(config["batch_size"])
+    ckpt_every = max(1, int(config.get("checkpoint_every", 50)))
+    log_every = max(1, int(config.get("log_every", 10)))
+    sink = config.get("metrics_sink") if rank == 0 else None
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            model, state = _build(config, Path(d))
+            opt_state = torch.load(Path(d) / "optim.pt", map_location="cpu", weights_only=False)
+    else:
+        model, state = _build(config, None)
+        opt_state = None
+    start_step = int(state.get("step", 0))
+    epoch = int(state.get("epoch", 0))
+
+    device = _pick_device(config, world)
+    if device.type == "mps":
+        model = model.to(device)
+    else:
+        model = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.01)))
+    warmup = int(config.get("warmup_steps", max(1, min(100, max_steps // 10))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(max_steps, warmup))
+    precision = config.get("precision", "fp32") if device.type == "cuda" else "fp32"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state["optimizer"])
+        scheduler.load_state_dict(opt_state["scheduler"])
+        if scaler is not None and opt_state.get("scaler"):
+            scaler.load_state_dict(opt_state["scaler"])
+
+    dtype = torch.int64 if task == "tokens" else torch.float32
+    shard = ray.train.get_dataset_shard("train")
+    step = start_step
+    pending: list[dict] = []
+    last_loss = float("nan")
+    t_last = time.perf_counter()
+
+    def flush() -> None:
+        if sink is not None and pending:
+            sink(list(pending))
+        pending.clear()
+
+    while step < max_steps:
+        n_batches = 0
+        for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True, dtypes=dtype, device=device,
+                                              local_shuffle_buffer_size=16 * batch_size,
+                                              local_shuffle_seed=epoch * world + rank):
+            n_batches += 1
+            inputs, targets = split_batch(batch["x"])
+            model.train()
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = sequence_loss(task, model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, float(config.get("grad_clip", 1.0)))
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            _maybe_inject_fault(config, rank, step)
+
+            loss_t = loss.detach().float().reshape(1)
+            if world > 1 and dist.is_initialized():
+                dist.all_reduce(loss_t)  # mean over workers for the logged curve
+                loss_t /= world
+            last_loss = float(loss_t.item())
+            now = time.perf_counter()
+            items_per_s = items_in(task, targets) * world / max(now - t_last, 1e-9)
+            t_last = now
+            pending.append({"step": step, "loss": last_loss, "lr": lr, "items_per_s": items_per_s,
+                            "split": "train"})
+            if step % log_every == 0:
+                flush()
+            metrics = {"step": step, "loss": last_loss, "lr": lr, "items_per_s": items_per_s,
+                       "start_step": start_step, "epoch": epoch}
+            if step % ckpt_every == 0 or step == max_steps:
+                flush()
+                st = {"step": step, "epoch": epoch, "mode": mode, "loss": last_loss}
+                if rank == 0:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        _save_checkpoint(Path(tmp), model, optimizer, scheduler, scaler, st, mode)
+                        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                else:
+                    ray.train.report(metrics, checkpoint=None)
+            if step >= max_steps:
+                break
+        if n_batches == 0:
+            raise RuntimeError(f"worker {rank} got no training batch of size {batch_size}: too little data")
+        if step < max_steps:
+            epoch += 1
+    flush()
+
+    # Final held-out evaluation on rank 0 with the unwrapped model (no collectives).
+    final: dict[str, Any] = {"step": step, "loss": last_loss, "start_step": start_step, "epoch": epoch}
+    if rank == 0:
+        eval_it = ray.train.get_dataset_shard("eval")
+        if eval_it is not None:
+            inner = getattr(model, "module", model)
+            inner.eval()
+            total, count = 0.0, 0
+            with torch.no_grad():
+                for batch in eval_it.iter_torch_batches(batch_size=batch_size, dtypes=dtype, device=device):
+                    inputs, targets = split_batch(batch["x"])
+                    n = items_in(task, targets)
+                    total += float(sequence_loss(task, inner(inputs), targets)) * n
+                    count += n
+            if count:
+                final["eval_loss"] = total / count
+                final["eval_items"] = count
+                if sink is not None:
+                    sink([{"step": step, "loss": final["eval_loss"], "lr": 0.0, "items_per_s": 0.0,
+                           "split": "eval"}])
+    return final if rank == 0 else None

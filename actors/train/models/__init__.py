@@ -1,0 +1,164 @@
+"""Sequence models trained on the pipeline's outputs (MIDI tokens, audio frames).
+
+One wrapper, :class:`SequenceModel`, turns a backbone that maps ``(B, L, D)`` to
+``(B, L, D)`` (Mamba or a small causal transformer) into a model for one of two
+tasks:
+
+- ``tokens``: next-token prediction on MIDI token ids. Input ``(B, L)`` int64,
+  output logits ``(B, L, vocab_size)``; loss = cross-entropy (nats/token).
+- ``frames``: next-frame prediction on audio feature frames (12 chroma bins +
+  1 normalised onset strength = 13 features). Input ``(B, L, 13)`` float32,
+  output ``(B, L, 13)``; loss = mean squared error per feature ("frame error").
+
+Both backbones are causal: output at position t depends on inputs <= t only.
+Nothing here imports Ray; the Ray Train loop is ``actors.train.loop``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from actors.errors import ChromarayError
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("mamba", "transformer")
+TASKS = ("tokens", "frames")
+#: Per-frame features of the ``frames`` task: 12 chroma bins then onset.
+N_FRAME_FEATURES = 13
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model (stored as ``spec.json`` in checkpoints).
+
+    ``vocab_size`` is used by the tokens task only; ``n_features`` by frames.
+    ``d_conv``/``d_state``/``expand`` are Mamba-only; ``n_heads``/``max_len``
+    transformer-only (max_len bounds the learned position table).
+    """
+
+    arch: str = "mamba"
+    task: str = "tokens"
+    vocab_size: int = 0
+    n_features: int = N_FRAME_FEATURES
+    d_model: int = 64
+    n_layers: int = 2
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    n_heads: int = 4
+    max_len: int = 1024
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ChromarayError(f"unknown model {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.task not in TASKS:
+            raise ChromarayError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task == "tokens" and self.vocab_size < 2:
+            raise ChromarayError(f"tokens task needs vocab_size >= 2, got {self.vocab_size}")
+        if self.d_model < 1 or self.n_layers < 1:
+            raise ChromarayError("d_model and n_layers must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory, "spec.json").write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ModelSpec":
+        p = Path(directory, "spec.json")
+        if not p.exists():
+            raise ChromarayError(f"{directory} is not a chromaray model checkpoint (no spec.json)")
+        return cls.from_dict(json.loads(p.read_text()))
+
+
+class SequenceModel(nn.Module):
+    """Input adapter -> causal backbone -> final norm -> output head.
+
+    ``forward(x)``: tokens ``(B, L)`` int64 -> logits ``(B, L, vocab)``;
+    frames ``(B, L, F)`` float32 -> next-frame predictions ``(B, L, F)``.
+    """
+
+    def __init__(self, spec: ModelSpec, *, backend: str | None = None):
+        super().__init__()
+        self.spec = spec
+        d = spec.d_model
+        if spec.task == "tokens":
+            self.embed: nn.Module = nn.Embedding(spec.vocab_size, d)
+            n_out = spec.vocab_size
+        else:
+            self.embed = nn.Linear(spec.n_features, d)
+            n_out = spec.n_features
+        if spec.arch == "mamba":
+            from actors.train.models.mamba import MambaBackbone
+
+            self.backbone: nn.Module = MambaBackbone(spec, backend=backend)
+        else:
+            from actors.train.models.transformer import TransformerBackbone
+
+            self.backbone = TransformerBackbone(spec)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.backbone(self.embed(x))))
+
+
+def build_model(spec: ModelSpec, *, backend: str | None = None) -> SequenceModel:
+    """A freshly initialised model; ``backend`` picks the Mamba implementation
+    (None = fastest available, see ``actors.train.models.mamba.choose_backend``)."""
+    return SequenceModel(spec, backend=backend)
+
+
+def split_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of L+1 steps -> (inputs[:, :L], targets[:, 1:])."""
+    return x[:, :-1], x[:, 1:]
+
+
+def sequence_loss(task: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean loss: tokens -> cross-entropy in nats/token; frames -> MSE per feature."""
+    if task == "tokens":
+        return F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), target.reshape(-1))
+    return F.mse_loss(pred.float(), target.float())
+
+
+def items_in(task: str, target: torch.Tensor) -> int:
+    """Tokens (tokens task) or frames (frames task) predicted in a batch."""
+    return int(target.shape[0] * target.shape[1])
+
+
+def save_model(model: nn.Module, directory: str | Path) -> None:
+    """``spec.json`` + ``model.pt`` (plain state dict of the unwrapped model)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    inner = getattr(model, "module", model)  # DDP wrapper
+    inner.spec.save(directory)
+    torch.save(inner.state_dict(), directory / "model.pt")
+
+
+def load_model(directory: str | Path, *, backend: str | None = None,
+               map_location: str | torch.device = "cpu") -> SequenceModel:
+    """Model saved by :func:`save_model` (a base checkpoint or a merged LoRA export)."""
+    directory = Path(directory)
+    spec = ModelSpec.load(directory)
+    weights = directory / "model.pt"
+    if not weights.exists():
+        raise ChromarayError(f"{directory} has no model.pt (is it a LoRA adapter? use its merged export)")
+    model = build_model(spec, backend=backend)
+    state = torch.load(weights, map_location=map_location, weights_only=True)
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,1 @@
+"""Queries on the fingerprints: the on-disk index, identify a clip, find duplicates."""

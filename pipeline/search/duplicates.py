@@ -1,0 +1,156 @@
+"""Which tracks of the library are the same recording.
+
+Every indexed track is looked up as a query (its stored codes, on the same code grid) and
+pairs that verify at score <= :data:`DUPLICATE_SCORE` over an overlap of at least
+:data:`MIN_DUPLICATE_OVERLAP_S` (or 80 % of the shorter track) are joined into groups
+(union-find). Offsets come out of the votes, so trimmed or padded copies align; gain and
+codecs do not change the codes much (see actors.fingerprint).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from actors.fingerprint import DECIMATE, N_BITS, popcount32
+from pipeline.search.identify import (CONTRAST_SHIFTS, DELTA_MASK, DUPLICATE_SCORE, MIN_ALIGNED_CODES,
+                                      MIN_ALIGNMENT_CONTRAST, MIN_DUPLICATE_OVERLAP_S)
+from pipeline.search.index import FingerprintIndex
+from pipeline.store import TrackPath
+
+
+@dataclass
+class DuplicateGroup:
+    members: list[dict[str, Any]] = field(default_factory=list)  # content_hash, paths, offset_s, similarity
+    similarity: float = 0.0  # weakest link of the group (1 - score/0.5)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _verify_codes(a: np.ndarray, b: np.ndarray, d: int) -> tuple[float, int]:
+    """Score (see ACCEPT_SCORE_*) of code sequences a and b with b[i + d] aligned to a[i]."""
+    lo = max(0, -d)
+    hi = min(len(a), len(b) - d)
+    if hi <= lo:
+        return 1.0, 0
+    x = a[lo:hi] ^ b[lo + d: hi + d]
+    ber = float(popcount32(x).sum()) / (N_BITS * len(x))
+    ber_d = float(popcount32(x & DELTA_MASK).sum()) / (12 * len(x))
+    return 0.5 * (ber + ber_d), len(x)
+
+
+def alignment_contrast(a: np.ndarray, b: np.ndarray, d: int) -> float:
+    """Median score at CONTRAST_SHIFTS around alignment ``d`` minus the score at ``d``."""
+    aligned, _ = _verify_codes(a, b, d)
+    shifted = [sc for sc, n in (_verify_codes(a, b, d + k) for k in CONTRAST_SHIFTS) if n >= MIN_ALIGNED_CODES]
+    return float(np.median(shifted)) - aligned if shifted else 0.0
+
+
+def find_duplicates(engine: Engine, *, max_score: float = DUPLICATE_SCORE,
+                    min_overlap_s: float = MIN_DUPLICATE_OVERLAP_S) -> list[DuplicateGroup]:
+    """Groups of indexed tracks that are the same recording (see module doc).
+
+    Identical files (one content hash at several paths) form a group too, with similarity 1.
+    """
+    idx = FingerprintIndex.open(engine)
+    keys = sorted(idx.tracks)
+    edges: list[tuple[int, int, float, float]] = []  # (a, b, similarity, offset of b in a, s)
+    for a in keys:
+        ca = idx.track_codes(a)
+        if len(ca) == 0:
+            continue
+        qi, kb, fb = idx.lookup(ca)
+        other = kb > a  # each pair once
+        if not other.any():
+            continue
+        qi, kb, fb = qi[other], kb[other].astype(np.int64), fb[other].astype(np.int64)
+        d = fb - qi  # b's code index - a's code index
+        span = np.int64(1 << 24)
+        cells, counts = np.unique(kb * span + d + span // 2, return_counts=True)
+        rate_a = idx.tracks[a].frame_rate_hz / DECIMATE
+        # Strong cells only: at least 5 % of a's codes or 20 codes vote for the same alignment.
+        strong = counts >= max(20, min(0.05 * len(ca), 200))
+        seen: set[int] = set()
+        for cell in cells[strong][np.argsort(-counts[strong], kind="stable")]:
+            b = int(cell // span)
+            if b in seen:
+                continue
+            seen.add(b)
+            off = int(cell % span - span // 2)
+            cb = idx.track_codes(b)
+            best = (1.0, 0, off)
+            for dd in range(off - 1, off + 2):
+                ber, n = _verify_codes(ca, cb, dd)
+                if n and ber < best[0]:
+                    best = (ber, n, dd)
+            ber, n, dd = best
+            shorter = min(len(ca), len(cb))
+            if ber <= max_score and (n >= min_overlap_s * rate_a or n >= 0.8 * shorter) \
+                    and alignment_contrast(ca, cb, dd) >= MIN_ALIGNMENT_CONTRAST:
+                edges.append((a, b, 1.0 - ber / 0.5, dd / rate_a))
+    # Union-find over edges.
+    parent = {k: k for k in keys}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b, _, _ in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    # Per group: members, edges (linear in tracks + edges, whatever the library size).
+    members_of: dict[int, list[int]] = {}
+    edges_of: dict[int, list[tuple[int, int, float, float]]] = {}
+    for e in edges:
+        edges_of.setdefault(find(e[0]), []).append(e)
+    for k in keys:
+        r = find(k)
+        if r in edges_of:
+            members_of.setdefault(r, []).append(k)
+    with Session(engine) as s:
+        all_paths: dict[str, list[str]] = {}
+        for p, h in s.execute(select(TrackPath.path, TrackPath.content_hash)):
+            all_paths.setdefault(h, []).append(p)
+    out: list[DuplicateGroup] = []
+    for root in sorted(edges_of):
+        members = sorted(members_of[root])
+        group_edges = edges_of[root]
+        # offset_s of a member: its time (s) at which the group's first member starts (an edge
+        # (a, b, o) says t_b = t_a + o).
+        offs = {root: 0.0}
+        changed = True
+        while changed:
+            changed = False
+            for a, b, _, o in group_edges:
+                if a in offs and b not in offs:
+                    offs[b] = offs[a] + o
+                    changed = True
+                elif b in offs and a not in offs:
+                    offs[a] = offs[b] - o
+                    changed = True
+        best_sim: dict[int, float] = {}
+        for a, b, sim, _ in group_edges:
+            best_sim[a] = max(best_sim.get(a, 0.0), sim)
+            best_sim[b] = max(best_sim.get(b, 0.0), sim)
+        g = DuplicateGroup(similarity=round(min(e[2] for e in group_edges), 4))
+        for m in members:
+            h = idx.tracks[m].content_hash
+            g.members.append({"content_hash": h, "paths": sorted(all_paths.get(h, [])),
+                              "offset_s": round(offs.get(m, 0.0), 3), "similarity": round(best_sim.get(m, 1.0), 4)})
+        out.append(g)
+    # Identical content at several paths.
+    grouped = {m["content_hash"] for g in out for m in g.members}
+    indexed = {t.content_hash for t in idx.tracks.values()}
+    for h, ps in sorted(all_paths.items()):
+        if len(ps) > 1 and h not in grouped and h in indexed:
+            out.append(DuplicateGroup(members=[{"content_hash": h, "paths": sorted(ps), "offset_s": 0.0,
+                                                "similarity": 1.0}], similarity=1.0))
+    return out

@@ -1,0 +1,1 @@
+"""The training driver (Parquet -> Ray Data windows -> Ray Train) and hardware profiles."""

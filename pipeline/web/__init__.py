@@ -1,0 +1,1 @@
+"""The read-only progress page (FastAPI app + static assets)."""

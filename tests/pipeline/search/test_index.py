@@ -1,0 +1,164 @@
+"""pipeline.search.index: incremental add/remove, sync with the fingerprints table, deterministic rebuild."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from actors.fingerprint import FP_FRAME_RATE_HZ, FP_VERSION
+from pipeline.search import index
+from pipeline.store import Fingerprint, Track, open_db
+
+
+def _h(i: int) -> str:
+    return hashlib.sha256(f"track-{i}".encode()).hexdigest()
+
+
+def _codes(i: int, n: int = 300) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    # Runs of repeated codes, like real fingerprints (chords last several codes).
+    return np.repeat(rng.integers(0, 2**32, size=n // 3 + 1, dtype=np.uint64).astype(np.uint32), 3)[:n]
+
+
+def _store(engine, items, version=FP_VERSION):
+    with Session(engine) as s, s.begin():
+        for h, codes in items:
+            s.merge(Track(content_hash=h, kind="audio", format="WAV", size_bytes=0, duration_s=10.0,
+                          features_version="f", run_id="t")) if s.query(Track).filter_by(content_hash=h).first() is None else None
+            s.merge(Fingerprint(content_hash=h, version=version, frame_rate_hz=FP_FRAME_RATE_HZ,
+                                n_codes=len(codes), codes=np.asarray(codes, "<u4").tobytes()))
+
+
+def _posting_set(idx: index.FingerprintIndex) -> set[tuple[str, int, int]]:
+    out = set()
+    for seg in idx.segments:
+        for code, key, frame in np.asarray(seg).T:
+            if idx.live[key]:
+                out.add((idx.tracks[int(key)].content_hash, int(code), int(frame)))
+    return out
+
+
+def _expected(items) -> set[tuple[str, int, int]]:
+    return {(h, int(c), f) for h, codes in items for f, c in enumerate(codes)}
+
+
+@pytest.fixture()
+def engine(tmp_path):
+    eng = open_db(tmp_path / "lib.sqlite")
+    index.ensure_tables(eng)
+    yield eng
+    eng.dispose()
+
+
+def test_add_lookup_remove(engine):
+    items = [(_h(i), _codes(i)) for i in range(5)]
+    _store(engine, items)
+    assert index.add_tracks(engine, items[:3]) == 3
+    idx = index.FingerprintIndex.open(engine)
+    assert _posting_set(idx) == _expected(items[:3])
+    # Lookup: every code of track 1 finds track 1 at the right frames.
+    q = items[1][1][10:20]
+    qi, keys, frames = idx.lookup(q)
+    hits = {(int(a), idx.tracks[int(k)].content_hash, int(f)) for a, k, f in zip(qi, keys, frames)}
+    for j in range(10):
+        assert (j, _h(1), 10 + j) in hits
+    # Incremental: add two more, remove one; readers see exactly the live set.
+    index.add_tracks(engine, items[3:])
+    assert index.remove_tracks(engine, [_h(1)]) == 1
+    idx = index.FingerprintIndex.open(engine)
+    live = [it for it in items if it[0] != _h(1)]
+    assert _posting_set(idx) == _expected(live)
+    qi, keys, _ = idx.lookup(items[1][1])
+    assert _h(1) not in {idx.tracks[int(k)].content_hash for k in keys}
+    st = index.stats(engine)
+    assert st["tracks"] == 4 and st["live_postings"] == sum(len(c) for _, c in live)
+    # Compaction drops the dead postings and keeps the live ones.
+    assert index.maybe_compact(engine, force=True)
+    st = index.stats(engine)
+    assert st["segments"] == 1 and st["postings"] == st["live_postings"]
+    assert _posting_set(index.FingerprintIndex.open(engine)) == _expected(live)
+    assert sorted(p.name for p in index.index_dir(engine).iterdir()) == _segment_names(engine)
+
+
+def _segment_names(engine) -> list[str]:
+    with Session(engine) as s:
+        return sorted(s.scalars(select(index.FpIndexSegment.name)))
+
+
+def test_sync_follows_fingerprints_and_rebuild_is_deterministic(engine, tmp_path):
+    items = [(_h(i), _codes(i)) for i in range(6)]
+    _store(engine, items[:4])
+    st = index.sync(engine)
+    assert st["added"] == 4 and st["tracks"] == 4
+    assert not index.is_stale(engine)
+    # Library changes: two tracks added, one deleted, one re-fingerprinted with other codes,
+    # one re-fingerprinted by another algorithm version (must leave the index).
+    _store(engine, items[4:])
+    with Session(engine) as s, s.begin():
+        s.query(Fingerprint).filter_by(content_hash=_h(0)).delete()
+        s.query(Track).filter_by(content_hash=_h(0)).delete()
+    changed = (_h(2), _codes(99, 200))
+    _store(engine, [changed])
+    _store(engine, [(_h(3), _codes(3))], version="cfp0-old")
+    assert index.is_stale(engine)
+    st = index.sync(engine)
+    want = [items[1], changed, items[4], items[5]]
+    assert _posting_set(index.FingerprintIndex.open(engine)) == _expected(want)
+    assert st["tracks"] == 4 and not index.is_stale(engine)
+    # A rebuild gives the same postings and byte-identical files, whatever the history.
+    index.rebuild(engine)
+    files1 = {p.name: p.read_bytes() for p in index.index_dir(engine).iterdir()}
+    assert _posting_set(index.FingerprintIndex.open(engine)) == _expected(want)
+    other = open_db(tmp_path / "other" / "lib.sqlite")
+    index.ensure_tables(other)
+    _store(other, list(reversed(want)))
+    index.rebuild(other)
+    files2 = {p.name: p.read_bytes() for p in index.index_dir(other).iterdir()}
+    assert files1 == files2 and len(files1) == 1
+    other.dispose()
+
+
+def test_crash_leftovers_are_removed_and_readonly_open(engine, tmp_path):
+    items = [(_h(i), _codes(i)) for i in range(3)]
+    _store(engine, items)
+    index.sync(engine)
+    d = index.index_dir(engine)
+    (d / "seg-deadbeefdeadbeef.npy").write_bytes(b"partial")
+    (d / ".tmp-123.npy").write_bytes(b"partial")
+    index.add_tracks(engine, [(_h(7), _codes(7))])
+    index.maybe_compact(engine, force=True)
+    assert {p.name for p in d.iterdir()} == set(_segment_names(engine))
+    ro = open_db(tmp_path / "lib.sqlite", readonly=True)
+    idx = index.FingerprintIndex.open(ro)
+    assert len(idx.tracks) == 4 and idx.n_postings == 4 * 300
+    np.testing.assert_array_equal(idx.track_codes(min(idx.tracks)), items[0][1])
+    ro.dispose()
+
+
+def test_frequent_codes_are_skipped(engine):
+    silence = [(_h(i), np.zeros(300, np.uint32)) for i in range(8)]
+    _store(engine, silence)
+    index.sync(engine)
+    idx = index.FingerprintIndex.open(engine)
+    idx.max_postings_per_code = 1000
+    qi, _, _ = idx.lookup(np.zeros(3, np.uint32))
+    assert len(qi) == 0  # 2400 postings of code 0: a stop word
+    idx.max_postings_per_code = 5000
+    qi, _, _ = idx.lookup(np.zeros(1, np.uint32))
+    assert len(qi) == 2400
+
+
+def test_deleted_index_files_are_rebuilt(engine):
+    items = [(_h(i), _codes(i)) for i in range(3)]
+    _store(engine, items)
+    index.sync(engine)
+    import shutil
+
+    shutil.rmtree(index.index_dir(engine))
+    assert index.is_stale(engine)
+    index.sync(engine)
+    assert not index.is_stale(engine)
+    assert _posting_set(index.FingerprintIndex.open(engine)) == _expected(items)

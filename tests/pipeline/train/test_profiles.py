@@ -1,0 +1,82 @@
+"""Hardware profiles: files, automatic choice, precedence, overrides, cluster checks."""
+from __future__ import annotations
+
+import pytest
+
+from actors.errors import ChromarayError
+from pipeline.train.profiles import (
+    PROFILE_ENV,
+    Hardware,
+    auto_profile_name,
+    available_profiles,
+    check_cluster_fits,
+    load_profile,
+    resolve_workers,
+    select_profile,
+)
+
+
+def hw(cuda: int = 0, mps: bool = False) -> Hardware:
+    return Hardware(cpus=8, cuda_devices=cuda, cuda_names=["GPU"] * cuda, mps=mps, cupy=cuda > 0,
+                    mamba_kernels=False, mamba_force_fallback=False, torch_version="x")
+
+
+def test_three_profile_files_load():
+    assert {"laptop", "workstation", "cluster"} <= set(available_profiles())
+    lap, ws, cl = load_profile("laptop"), load_profile("workstation"), load_profile("cluster")
+    assert lap.gpus_per_worker == 0 and lap.precision == "fp32" and isinstance(lap.workers, int)
+    assert ws.gpus_per_worker >= 1 and ws.precision in ("bf16", "fp16")
+    assert cl.workers == "auto" and cl.batch_size >= ws.batch_size >= lap.batch_size
+
+
+@pytest.mark.parametrize("cuda,mps,cluster_gpus,expected", [
+    (0, False, None, "laptop"), (0, True, None, "laptop"), (0, False, 0.0, "laptop"),
+    (1, False, None, "workstation"), (4, False, 4.0, "workstation"), (1, False, 16.0, "cluster"),
+    (0, False, 8.0, "cluster"),
+])
+def test_auto_choice(cuda, mps, cluster_gpus, expected):
+    assert auto_profile_name(hw(cuda, mps), cluster_gpus=cluster_gpus) == expected
+
+
+def test_precedence_cli_env_auto_and_overrides(monkeypatch):
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    p = select_profile(None, hw=hw(0))
+    assert (p.name, p.source) == ("laptop", "auto")
+    monkeypatch.setenv(PROFILE_ENV, "cluster")
+    p = select_profile(None, hw=hw(0))
+    assert (p.name, p.source) == ("cluster", "env")
+    p = select_profile("workstation", hw=hw(0), overrides={"batch_size": 7, "precision": "fp32", "workers": None})
+    assert (p.name, p.source, p.batch_size, p.precision) == ("workstation", "cli", 7, "fp32")
+    assert p.workers == "auto"  # None override leaves the file's value
+
+
+def test_bad_profiles_raise(tmp_path):
+    with pytest.raises(ChromarayError, match="unknown profile"):
+        load_profile("mainframe")
+    with pytest.raises(ChromarayError, match="precision"):
+        select_profile("laptop", overrides={"precision": "int4"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nworkers: 1\nturbo: true\n")
+    with pytest.raises(ChromarayError, match="unknown fields"):
+        load_profile(str(bad))
+
+
+def test_workers_auto_and_cluster_fit():
+    ws = load_profile("workstation")
+    assert resolve_workers(ws, {"CPU": 32, "GPU": 4}) == 4
+    check_cluster_fits(ws, {"CPU": 32, "GPU": 4}, 4)
+    with pytest.raises(ChromarayError, match="GPUs"):
+        check_cluster_fits(ws, {"CPU": 32}, resolve_workers(ws, {"CPU": 32}))
+    lap = load_profile("laptop")
+    with pytest.raises(ChromarayError, match="CPUs"):
+        check_cluster_fits(lap, {"CPU": 1}, 2)
+
+
+def test_gpu_profile_on_cpu_only_ray_fails_fast(ray_local, tmp_path):
+    """A GPU request on a CPU-only Ray cluster would wait forever; train raises instead."""
+    from pipeline.train.driver import TrainRequest, run_training
+
+    req = TrainRequest(arch="mamba", data="midi", db=tmp_path / "none.db", name="gpu",
+                       profile=load_profile("workstation"), max_steps=1)
+    with pytest.raises(ChromarayError, match="GPUs"):
+        run_training(req)
