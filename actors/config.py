@@ -1,15 +1,93 @@
-"""Configuration of the work done inside workers (frozen, picklable, hashable).
+"""The one configuration scheme: typed, frozen dataclasses with ``to_dict``/``from_dict``.
 
-The driver-side loader (pipeline.config) fills these from YAML, profiles,
-environment and CLI options.
+Every setting of the project derives from :class:`Settings`: the worker-side
+configs here (DSP analysis, batch planning), the driver-side ones in
+:mod:`pipeline.config` (pipeline, identify) and the training profiles and loop.
+The driver-side loader (pipeline.config) fills them from YAML, profiles,
+environment and CLI options. Being frozen, they are hashable and travel to
+Ray workers by pickling unchanged.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+from actors.errors import ChromarayError
+
+S = TypeVar("S", bound="Settings")
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` converted to the field's declared type (YAML and environment give strings)."""
+    if isinstance(annotation, type) and issubclass(annotation, Settings):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise ChromarayError(f"{where} must be a mapping of options, got {value!r}")
+        return annotation.from_dict(value, where=where)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        for option in options:
+            try:
+                return _coerce(value, option, where)
+            except (ChromarayError, TypeError, ValueError):
+                continue
+        raise ChromarayError(f"bad value {value!r} for {where}")
+    if annotation is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ChromarayError(f"bad value {value!r} for {where}: expected true or false")
+            return low in {"1", "true", "yes", "on"}
+        return bool(value)
+    if annotation in (int, float, str):
+        try:
+            if annotation is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError("not an integer")
+            return annotation(value)
+        except (TypeError, ValueError) as exc:
+            raise ChromarayError(f"bad value {value!r} for {where}: {exc}") from None
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    return value
 
 
 @dataclass(frozen=True)
-class DSPConfig:
+class Settings:
+    """Base of every config: frozen, ``to_dict`` for storage, ``from_dict`` with checked keys and types."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[S], data: Mapping[str, Any], *, where: str | None = None) -> S:
+        """An instance from a mapping: unknown keys and uncoercible values raise one ChromarayError."""
+        where = where or cls.__name__
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in fields(cls) if f.init}
+        unknown = set(data) - known
+        if unknown:
+            raise ChromarayError(f"unknown option(s) {sorted(unknown)} in {where}; known: {sorted(known)}")
+        values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ChromarayError(f"bad value in {where}: {exc}") from exc
+
+    def replace(self: S, where: str | None = None, **changes: Any) -> S:
+        """A copy with ``changes`` applied, coerced and checked like :meth:`from_dict`."""
+        return type(self).from_dict({**{f.name: getattr(self, f.name) for f in fields(self) if f.init},
+                                     **changes}, where=where)
+
+
+@dataclass(frozen=True)
+class DSPConfig(Settings):
     """Analysis parameters. Defaults are librosa's, so parity is like for like."""
 
     sample_rate: int = 22050
@@ -40,7 +118,7 @@ class DSPConfig:
 
 
 @dataclass(frozen=True)
-class BatchConfig:
+class BatchConfig(Settings):
     """How the feature actors size their batches (see actors.features.batching)."""
 
     device: str = "auto"  # auto | cpu | gpu

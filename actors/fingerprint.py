@@ -62,7 +62,7 @@ N_BITS = 32
 #: Bit groups, used for reliability normalisation: (first bit, n bits).
 GROUPS = ((0, 12), (12, 12), (24, N_FOURTH_BITS))
 
-_PARAMS = dict(smooth=16, delta=8, decimate=DECIMATE, fourth=FOURTH, n4=N_FOURTH_BITS, layout="adj12-dt12-p4x8")
+_PARAMS = {"smooth": 16, "delta": 8, "decimate": DECIMATE, "fourth": FOURTH, "n4": N_FOURTH_BITS, "layout": "adj12-dt12-p4x8"}
 #: Changes whenever the algorithm or a parameter changes: stored codes of another version are
 #: recomputed (pipeline) and never mixed into one index.
 FP_VERSION = "cfp1-" + hashlib.sha1(repr(sorted(_PARAMS.items())).encode()).hexdigest()[:8]
@@ -72,8 +72,8 @@ FP_FRAME_RATE_HZ = REF_FRAME_RATE_HZ / DECIMATE
 
 def frames_for(frame_rate_hz: float) -> tuple[int, int]:
     """(smoothing window, temporal half-distance) in analysis frames at ``frame_rate_hz``."""
-    w = max(1, int(round(SMOOTH_S * frame_rate_hz)))
-    d = max(1, int(round(DELTA_S * frame_rate_hz)))
+    w = max(1, round(SMOOTH_S * frame_rate_hz))
+    d = max(1, round(DELTA_S * frame_rate_hz))
     return w, d
 
 
@@ -88,7 +88,7 @@ def _box_smooth(xp: Any, c: Any, w: int) -> Any:
     pad = [(0, 0)] * (c.ndim - 1) + [(lo, hi)]
     cp = xp.pad(c.astype(xp.float64), pad, mode="edge")
     cs = xp.cumsum(cp, axis=-1)
-    cs = xp.concatenate([xp.zeros(cs.shape[:-1] + (1,), dtype=cs.dtype), cs], axis=-1)
+    cs = xp.concatenate([xp.zeros((*cs.shape[:-1], 1), dtype=cs.dtype), cs], axis=-1)
     t = c.shape[-1]
     return (cs[..., w: w + t] - cs[..., :t]) / w
 
@@ -130,7 +130,7 @@ def fingerprint_codes(chroma: Any, *, frame_rate_hz: float) -> Any:
     """
     xp = get_xp(chroma)
     if xp.asarray(chroma).shape[-1] == 0:
-        return xp.zeros(xp.asarray(chroma).shape[:-2] + (0,), dtype=xp.uint32)
+        return xp.zeros((*xp.asarray(chroma).shape[:-2], 0), dtype=xp.uint32)
     return pack_bits(bit_values(chroma, frame_rate_hz=frame_rate_hz)[..., ::DECIMATE])
 
 
@@ -147,7 +147,7 @@ def query_codes(chroma: Any, *, frame_rate_hz: float) -> tuple[Any, Any]:
     rel = xp.empty_like(a)
     for start, n in GROUPS:
         g = a[..., start: start + n, :]
-        scale = xp.median(g.reshape(g.shape[:-2] + (-1,)), axis=-1)[..., None, None] + 1e-12
+        scale = xp.median(g.reshape((*g.shape[:-2], -1)), axis=-1)[..., None, None] + 1e-12
         rel[..., start: start + n, :] = g / scale
     return pack_bits(v), rel.astype(xp.float32)
 

@@ -17,8 +17,9 @@ import os
 import pickle
 import socket
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -100,7 +101,7 @@ class DecodeStage(Stage):
 
     def __init__(self, dsp: DSPConfig, *, chunk_seconds: float):
         self.dsp = dsp
-        self.frames_per_span = max(1, int(round(chunk_seconds * dsp.sample_rate / dsp.hop_length)))
+        self.frames_per_span = max(1, round(chunk_seconds * dsp.sample_rate / dsp.hop_length))
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         for src in batch.to_pylist():

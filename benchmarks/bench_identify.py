@@ -504,9 +504,9 @@ def main(argv: list[str] | None = None) -> int:
                 if ident.last_best is not None:
                     bers.append(ident.last_best[0].score)
                     c = ident.last_best[0]
-                    dump.append(dict(pos=1, cond=cond, dur=dur, ber=c.ber, ber_d=c.ber_delta, n=c.n, votes=c.votes,
-                                     right=bool(m is not None and m.content_hash == hashes[i]) if m else
-                                     ident.index.tracks[c.key].content_hash == hashes[i]))
+                    dump.append({"pos": 1, "cond": cond, "dur": dur, "ber": c.ber, "ber_d": c.ber_delta, "n": c.n, "votes": c.votes,
+                                     "right": bool(m is not None and m.content_hash == hashes[i]) if m else
+                                     ident.index.tracks[c.key].content_hash == hashes[i]})
                 n += 1
                 hits += int(m is not None and m.content_hash == hashes[i])
             results[f"{cond}/{dur:g}s"] = {"n": n, "top1": hits / max(1, n), "score_median": _pct(bers, 50),
@@ -535,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
         if ident.last_best is not None:
             neg_bers.append(ident.last_best[0].score)
             c = ident.last_best[0]
-            dump.append(dict(pos=0, cond=neg_conds[k % len(neg_conds)], dur=dur, ber=c.ber, ber_d=c.ber_delta, n=c.n,
-                             votes=c.votes, right=False))
+            dump.append({"pos": 0, "cond": neg_conds[k % len(neg_conds)], "dur": dur, "ber": c.ber, "ber_d": c.ber_delta, "n": c.n,
+                             "votes": c.votes, "right": False})
         fp += int(m is not None)
     print(f"out-of-library: {fp} false positives in {args.n_negative} (per duration [fp, n]: {fp_by_dur}); "
           f"best-candidate score min "

@@ -26,7 +26,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.synth.audio import SR, song  # noqa: E402
+from pipeline.synth.audio import SR, song
 
 
 def write_long_flac(path: Path, hours: float, *, piece_s: float = 60.0) -> float:

@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     ours = not ray.is_initialized()
     info = init_ray(args.address, verbose=args.verbose)
 
-    from pipeline.train.profiles import select_profile
     from pipeline.train.driver import TrainRequest, run_training
+    from pipeline.train.profiles import select_profile
 
     try:
         overrides = {k: getattr(args, k) for k in OVERRIDES}

@@ -6,19 +6,20 @@ YAML mirrors the dataclass nesting::
     dsp: {sample_rate: 22050, hop_length: 512}
     batch: {memory_fraction: 0.7}
     pipeline: {chunk_seconds: 300, feature_actors: 2}
+    identify: {accept_score_long: 0.2}
 
 Environment overrides use ``CHROMARAY_<SECTION>__<FIELD>``, e.g.
 ``CHROMARAY_PIPELINE__FEATURE_ACTORS=4``.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from actors.config import BatchConfig, DSPConfig
+from actors.config import BatchConfig, DSPConfig, Settings
 from actors.errors import ChromarayError
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"})
@@ -26,7 +27,7 @@ MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Settings):
     """How work is spread over Ray."""
 
     chunk_seconds: float = 300.0  # longer files stream through the actors in spans of this length
@@ -43,32 +44,39 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
-class ChromarayConfig:
+class IdentifyConfig(Settings):
+    """Decision thresholds of identify and duplicates (pipeline.search).
+
+    Scores are (BER of all 32 bits + BER of the 12 temporal bits) / 2 of a verified
+    candidate. ``accept_score_short`` applies when fewer than ``short_codes`` codes were
+    compared (≈3 s clips), else ``accept_score_long``. Both were learned on data disjoint
+    from the reported evaluation (see pipeline.search.identify and
+    benchmarks/bench_identify.py --learn).
+    """
+
+    accept_score_short: float = 0.156
+    accept_score_long: float = 0.202
+    short_codes: int = 35
+    early_stop_score: float = 0.10  # stop trying other speed factors once a candidate scores this well
+    min_aligned_codes: int = 12  # minimum aligned library codes of a verification (≈ 1.1 s)
+    n_verify: int = 10  # candidates (track, offset) verified per speed variant
+    n_flips: int = 6  # least reliable bits flipped per query frame (each flip is one more lookup)
+    speeds: tuple[float, ...] = (1.0, 1.02, 0.98)  # tried in order until one gives an accepted match
+    duplicate_score: float = 0.202  # whole tracks: the long-clip threshold
+    # A match must align much better than it mis-aligns (static chroma agrees at any offset):
+    # contrast = median score at shifts of about 3 and 6 s minus the aligned score.
+    min_query_contrast: float = 0.10  # identify
+    min_alignment_contrast: float = 0.15  # duplicates
+    contrast_shifts: tuple[int, ...] = (-64, -32, 32, 64)  # codes
+    min_duplicate_overlap_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ChromarayConfig(Settings):
     dsp: DSPConfig = field(default_factory=DSPConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _coerce(value: Any, to: Any) -> Any:
-    if isinstance(to, bool):
-        if isinstance(value, str):
-            return value.strip().lower() in {"1", "true", "yes", "on"}
-        return bool(value)
-    return type(to)(value)
-
-
-def _apply(section: Any, overrides: Mapping[str, Any], where: str) -> Any:
-    names = {f.name for f in fields(section)}
-    unknown = set(overrides) - names
-    if unknown:
-        raise ChromarayError(f"unknown option(s) {sorted(unknown)} in {where}; known: {sorted(names)}")
-    try:
-        return replace(section, **{k: _coerce(v, getattr(section, k)) for k, v in overrides.items()})
-    except (TypeError, ValueError) as exc:
-        raise ChromarayError(f"bad value in {where}: {exc}") from exc
+    identify: IdentifyConfig = field(default_factory=IdentifyConfig)
 
 
 def read_yaml(path: str | os.PathLike, *, what: str) -> dict[str, Any]:
@@ -105,5 +113,8 @@ def load_config(path: str | os.PathLike | None = None, *, overrides: Mapping[str
         for section, values in layer.items():
             if not hasattr(cfg, section):
                 raise ChromarayError(f"unknown config section {section!r} in {where}")
-            cfg = replace(cfg, **{section: _apply(getattr(cfg, section), values, where)})
+            if not isinstance(values, Mapping):
+                raise ChromarayError(f"section {section!r} in {where} must be a mapping of options")
+            current = getattr(cfg, section)
+            cfg = replace(cfg, **{section: current.replace(where=f"{where} [{section}]", **values)})
     return cfg

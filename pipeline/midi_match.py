@@ -23,22 +23,22 @@ Lower it (--min-score) for recordings far from the score (other arrangement, hea
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from sqlalchemy import Float, Integer, String, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from actors.errors import ChromarayError
-from actors.midi.analysis import midi_heard_chroma
 from actors.midi.align import DEFAULT_RATE_HZ, MATCH_VERSION, align, cens, coarsen, profile
+from actors.midi.analysis import midi_heard_chroma
 from pipeline.store import Base, MidiMatchRow, Track, TrackPath, parts_of, utcnow
 
 MIN_SCORE = 0.55
@@ -197,7 +197,7 @@ def _resample(feat: np.ndarray, rate: float, target: float) -> np.ndarray:
     """Nearest-frame resampling of unit-column features to another rate (rates rarely differ)."""
     if abs(rate - target) < 1e-6 or feat.shape[1] == 0:
         return feat
-    n = max(1, int(round(feat.shape[1] * target / rate)))
+    n = max(1, round(feat.shape[1] * target / rate))
     idx = np.minimum((np.arange(n) * rate / target).astype(np.int64), feat.shape[1] - 1)
     return feat[:, idx]
 

@@ -12,9 +12,10 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -63,7 +64,7 @@ def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
-        kwargs = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+        kwargs = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
         try:
             if address:
                 ctx = ray.init(address=address, **kwargs)
@@ -128,7 +129,7 @@ def apply_stage(ds: Any, stage_cls: type[Stage], kwargs: dict[str, Any], *, reso
     """One adapter for every stage: actor pool when stateful, tasks otherwise."""
     import ray.data
 
-    common: dict[str, Any] = dict(batch_size=batch_size, batch_format="pyarrow", num_cpus=resources.num_cpus)
+    common: dict[str, Any] = {"batch_size": batch_size, "batch_format": "pyarrow", "num_cpus": resources.num_cpus}
     if resources.num_gpus:
         common["num_gpus"] = resources.num_gpus
     if resources.memory:

@@ -59,7 +59,7 @@ class PrivateRayHead:
                 self.client = JobSubmissionClient(self.address)
                 self.client.list_jobs()
                 return
-            except Exception:  # noqa: BLE001  (job server still starting)
+            except Exception:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise
@@ -113,7 +113,7 @@ class PrivateRayHead:
             time.sleep(2)
         return r
 
-    def __enter__(self) -> "PrivateRayHead":
+    def __enter__(self) -> PrivateRayHead:
         self.start()
         return self
 

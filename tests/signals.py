@@ -11,18 +11,18 @@ SR = 22050
 
 
 def _t(seconds: float, sr: int) -> np.ndarray:
-    return np.arange(int(round(seconds * sr))) / sr
+    return np.arange(round(seconds * sr)) / sr
 
 
 def silence(*, seconds: float = 2.0, sr: int = SR) -> np.ndarray:
     """All zeros."""
-    return np.zeros(int(round(seconds * sr)), dtype=np.float32)
+    return np.zeros(round(seconds * sr), dtype=np.float32)
 
 
 def noise(*, seconds: float = 2.0, sr: int = SR, seed: int = 0, amplitude: float = 0.3) -> np.ndarray:
     """Gaussian white noise, std ``amplitude``."""
     rng = np.random.default_rng(seed)
-    return (amplitude * rng.standard_normal(int(round(seconds * sr)))).astype(np.float32)
+    return (amplitude * rng.standard_normal(round(seconds * sr))).astype(np.float32)
 
 
 def chirp(*, seconds: float = 2.0, sr: int = SR, f0: float = 100.0, f1: float = 4000.0,
@@ -56,13 +56,13 @@ def chord(notes: list[int], *, seconds: float = 2.0, sr: int = SR, harmonics: in
 def clicks(*, bpm: float = 120.0, seconds: float = 4.0, sr: int = SR, click_ms: float = 5.0,
            freq: float = 1000.0, amplitude: float = 0.8) -> np.ndarray:
     """Short decaying sine clicks every beat at ``bpm``, the first at t = 0."""
-    n = int(round(seconds * sr))
+    n = round(seconds * sr)
     y = np.zeros(n)
     m = int(click_ms * 1e-3 * sr)
     tt = np.arange(m) / sr
     blip = np.sin(2 * np.pi * freq * tt) * np.exp(-tt / (click_ms * 1e-3 / 4))
     for start in np.arange(0, seconds, 60.0 / bpm):
-        i = int(round(start * sr))
+        i = round(start * sr)
         j = min(n, i + m)
         y[i:j] += blip[: j - i]
     return (amplitude * y).astype(np.float32)
@@ -71,12 +71,12 @@ def clicks(*, bpm: float = 120.0, seconds: float = 4.0, sr: int = SR, click_ms: 
 def drum_pattern(*, bpm: float = 120.0, seconds: float = 4.0, sr: int = SR, seed: int = 0) -> np.ndarray:
     """Kick on beats 1 and 3, snare on 2 and 4, closed hi-hat on eighths."""
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * sr))
+    n = round(seconds * sr)
     y = np.zeros(n)
     beat = 60.0 / bpm
 
     def put(sig: np.ndarray, at: float) -> None:
-        i = int(round(at * sr))
+        i = round(at * sr)
         j = min(n, i + len(sig))
         if i < n:
             y[i:j] += sig[: j - i]
@@ -103,7 +103,7 @@ def music(*, seconds: float = 4.0, sr: int = SR, bpm: float = 120.0, seed: int =
     seg = seconds / len(prog)
     parts = [chord(p, seconds=seg, sr=sr, seed=seed + i) for i, p in enumerate(prog)]
     harm = np.concatenate(parts)
-    n = int(round(seconds * sr))
+    n = round(seconds * sr)
     harm = np.pad(harm, (0, max(0, n - len(harm))))[:n]
     y = 0.6 * harm + 0.5 * drum_pattern(bpm=bpm, seconds=seconds, sr=sr, seed=seed)
     y += 0.01 * noise(seconds=seconds, sr=sr, seed=seed)

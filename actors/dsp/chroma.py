@@ -47,7 +47,7 @@ def apply_filterbank(fb: Any, S: Any) -> Any:
     St = xp.swapaxes(S, -1, -2)
     if St.flags.c_contiguous:
         out = St.reshape(-1, St.shape[-1]) @ fb.T
-        return xp.swapaxes(out.reshape(St.shape[:-1] + (fb.shape[0],)), -1, -2)
+        return xp.swapaxes(out.reshape((*St.shape[:-1], fb.shape[0])), -1, -2)
     if not S.flags.c_contiguous:
         # mixed strides make NumPy's matmul fall back to a naive loop (~50x slower)
         S = xp.ascontiguousarray(S)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from actors.dsp.median import median_along_freq, median_along_time
-from actors.errors import ChromarayError
 from actors.dsp.xp import get_xp
+from actors.errors import ChromarayError
 
 
 def _pair(v: Any) -> tuple[Any, Any]:
@@ -40,9 +40,9 @@ def softmask(X: Any, X_ref: Any, *, power: float = 1.0, split_zeros: bool = Fals
         raise ChromarayError("softmask power must be strictly positive")
     dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float32
     if not math.isfinite(power):
-        return X > X_ref
+        return X_ref < X
     Z = xp.maximum(X, X_ref).astype(dtype, copy=False)
-    bad = Z < np.finfo(dtype).tiny
+    bad = np.finfo(dtype).tiny > Z
     Z[bad] = 1
     # librosa's arithmetic ((X/Z)^p, (X_ref/Z)^p, divide the good entries),
     # done in place: two full-size temporaries instead of five.
@@ -98,7 +98,7 @@ def hpss(
     batch axes; ``lengths`` (flattened batch,) as in :func:`hpss_masks`.
     """
     xp = get_xp(S)
-    S3 = S.reshape((-1,) + S.shape[-2:])
+    S3 = S.reshape((-1, *S.shape[-2:]))
     if xp.iscomplexobj(S3):
         mag = xp.abs(S3)
         phase = S3 / xp.where(mag == 0, 1, mag)

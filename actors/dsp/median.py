@@ -101,7 +101,7 @@ def median_along_time(
     src = reflect_index(pos, lengths, xp=xp) - frame_offset
     src = xp.clip(src, 0, g - 1)  # only positions past T_b (cropped later) can clip
     # one take per track (B is small): ~2x faster than take_along_axis here
-    gathered = xp.empty(X.shape[:-1] + (src.shape[-1],), dtype=X.dtype)
+    gathered = xp.empty((*X.shape[:-1], src.shape[-1]), dtype=X.dtype)
     for i in range(b):
         xp.take(X[i], src[i], axis=-1, out=gathered[i])
     out = _running_median_last(gathered, size)

@@ -106,7 +106,7 @@ def onset_strength_from_power(
     """
     xp = get_xp(S_power)
     lead = S_power.shape[:-2]
-    S3 = S_power.reshape((-1,) + S_power.shape[-2:])
+    S3 = S_power.reshape((-1, *S_power.shape[-2:]))
     b, _, t = S3.shape
     M_db = mel_db(S3, mel_fb)
     if ref_db is None:

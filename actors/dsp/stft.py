@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from actors.errors import ChromarayError
 from actors.dsp.xp import get_xp
+from actors.errors import ChromarayError
 
 #: frames are transformed in blocks of this many so the float32 framed copy
 #: (block x n_fft) stays small next to the complex output.
@@ -66,8 +66,8 @@ def frame(y: Any, *, frame_length: int, hop_length: int) -> Any:
     count = 1 + (n - frame_length) // hop_length
     y = xp.ascontiguousarray(y)
     step = y.strides[-1]
-    shape = y.shape[:-1] + (count, frame_length)
-    strides = y.strides[:-1] + (hop_length * step, step)
+    shape = (*y.shape[:-1], count, frame_length)
+    strides = (*y.strides[:-1], hop_length * step, step)
     return xp.lib.stride_tricks.as_strided(y, shape=shape, strides=strides)
 
 
@@ -105,7 +105,7 @@ def stft(
     frames = frame(y, frame_length=n_fft, hop_length=hop_length)
     win = get_window(window, n_fft, xp=xp)
     n_t = frames.shape[-2]
-    out = xp.empty(frames.shape[:-2] + (n_t, 1 + n_fft // 2), dtype=xp.complex64)
+    out = xp.empty((*frames.shape[:-2], n_t, 1 + n_fft // 2), dtype=xp.complex64)
     for start in range(0, n_t, _BLOCK_FRAMES):
         stop = min(n_t, start + _BLOCK_FRAMES)
         block = frames[..., start:stop, :] * win

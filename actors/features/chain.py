@@ -22,12 +22,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from actors.features.batching import PeakMemory, budget_bytes, is_oom, plan_batches
 from actors.config import BatchConfig, DSPConfig
 from actors.dsp.chroma import chroma_filterbank, chroma_from_power
 from actors.dsp.hpss import softmask
@@ -41,8 +41,10 @@ from actors.dsp.onset import (
     tempo,
 )
 from actors.dsp.stft import stft
-from actors.errors import ChromarayError
 from actors.dsp.xp import cupy_or_none, to_numpy
+from actors.errors import ChromarayError
+from actors.features.batching import PeakMemory, budget_bytes, is_oom, plan_batches
+import itertools
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +331,7 @@ class FeatureExtractor:
         spans = sorted(spans, key=lambda s: s.first_frame)
         if not spans or spans[0].first_frame != 0:
             raise ChromarayError("spans must start at frame 0")
-        for prev, nxt in zip(spans, spans[1:]):
+        for prev, nxt in itertools.pairwise(spans):
             if nxt.first_frame != prev.stop_frame:
                 raise ChromarayError(
                     f"spans not contiguous: {prev.stop_frame} then {nxt.first_frame}")
@@ -449,7 +451,7 @@ class FeatureExtractor:
                 with PeakMemory(self.device) as pm:
                     self._batch_features([sig])
                 break
-            except Exception as exc:  # noqa: BLE001 - only OOM is handled
+            except Exception as exc:
                 if not is_oom(exc) or seconds <= 1.0:
                     raise
                 self._free_device_cache()
@@ -495,7 +497,7 @@ class FeatureExtractor:
         try:
             with PeakMemory(self.device) as pm:
                 feats = self._batch_features(batch)
-        except Exception as exc:  # noqa: BLE001 - only OOM is handled, others re-raised
+        except Exception as exc:
             if not is_oom(exc):
                 raise
             self._free_device_cache()
@@ -528,7 +530,7 @@ class FeatureExtractor:
                 with PeakMemory(self.device) as pm:
                     results[i] = self._chunked_track(y, chunk_seconds)
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if not is_oom(exc):
                     raise
                 self._free_device_cache()

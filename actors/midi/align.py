@@ -41,13 +41,13 @@ def cens(chroma: np.ndarray, *, frame_rate_hz: float, target_rate_hz: float = DE
     c = np.asarray(chroma, np.float64)
     if c.ndim != 2 or c.shape[0] != 12:
         raise ValueError(f"chroma must be (12, T), got {c.shape}")
-    hop = max(1, int(round(frame_rate_hz / target_rate_hz)))
+    hop = max(1, round(frame_rate_hz / target_rate_hz))
     s = c.sum(axis=0, keepdims=True)
     c = np.divide(c, s, out=np.zeros_like(c), where=s > 1e-12)
     q = np.zeros_like(c)
     for th in _CENS_THRESHOLDS:
         q += (c > th) * 0.25
-    win = max(3, int(round(smooth_s * frame_rate_hz)) | 1)
+    win = max(3, round(smooth_s * frame_rate_hz) | 1)
     w = np.hanning(win + 2)[1:-1]
     w /= w.sum()
     if q.shape[1]:

@@ -125,7 +125,7 @@ def parse_score(data: bytes):
     if not data:
         raise InputFileError(STAGE, "empty file")
     data = _midi_bytes(bytes(data))
-    fmt, ntrk, division = _header(data)
+    fmt, _ntrk, division = _header(data)
     if fmt == 2:
         # Type 2 holds independent sequences with no shared timeline: a single
         # tempo map, chroma or alignment of the "piece" would be meaningless.
@@ -314,7 +314,7 @@ def _time_signatures(score_s) -> list[tuple[float, int, int]]:
 def _stats(notes: dict[str, np.ndarray], score_s, duration_s: float, frame_rate_hz: float,
            n_frames: int, fmt: int, tpq: int) -> dict[str, Any]:
     pitched = ~notes["is_drum"]
-    n = int(len(notes["pitch"]))
+    n = len(notes["pitch"])
     tracks_with_notes = [t for t in score_s.tracks if t.note_num() > 0]
     instruments = {(int(t.program), bool(t.is_drum)) for t in tracks_with_notes}
     s: dict[str, Any] = {

@@ -27,8 +27,9 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -146,10 +147,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     epoch = int(state.get("epoch", 0))
 
     device = _pick_device(config, world)
-    if device.type == "mps":
-        model = model.to(device)
-    else:
-        model = ray.train.torch.prepare_model(model)
+    model = model.to(device) if device.type == "mps" else ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.01)))
     warmup = int(config.get("warmup_steps", max(1, min(100, max_steps // 10))))

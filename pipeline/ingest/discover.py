@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 from actors.errors import ChromarayError
 from pipeline.config import AUDIO_EXTENSIONS, MIDI_EXTENSIONS

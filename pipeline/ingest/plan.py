@@ -3,8 +3,8 @@ failed before (driver side, reads the database only)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
@@ -18,7 +18,6 @@ from pipeline.store import ErrorRow, Track, TrackPath
 def versions_for(cfg: ChromarayConfig) -> dict[str, str]:
     """Stored rows of another version are recomputed, never mixed."""
     from actors.fingerprint import FP_VERSION
-
     from actors.midi.analysis import midi_features_version
 
     return {"audio": f"{cfg.dsp.version()}+{FP_VERSION}", "midi": midi_features_version(cfg.dsp.frame_rate_hz)}

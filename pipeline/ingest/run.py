@@ -5,26 +5,26 @@ through Ray Data, store the results.
 """
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.errors import ChromarayError
-from actors.stages import MANIFEST_SCHEMA, DecodeStage, FeatureStage, Resources, Stage
+from actors.stages import MANIFEST_SCHEMA, DecodeStage, FeatureStage, Resources
 from pipeline.config import ChromarayConfig
 from pipeline.ingest.discover import ManifestRow, build_manifest, discover
-from pipeline.store.parquet import prepare_out_dir, remove_orphans
+from pipeline.ingest.plan import apply_path_changes, plan_work, versions_for
 from pipeline.ingest.progress import Progress
-from pipeline.ingest.plan import WorkPlan, apply_path_changes, plan_work, versions_for
-from pipeline.runtime import STOP_REQUESTED, apply_stage
 from pipeline.ingest.sink import ResultSink
-from pipeline.store import ErrorRow, Run, Track, TrackPath, finish_run, known_parts, new_run, open_db, utcnow
+from pipeline.runtime import STOP_REQUESTED, apply_stage
+from pipeline.store import Run, TrackPath, finish_run, known_parts, new_run, open_db, utcnow
+from pipeline.store.parquet import prepare_out_dir, remove_orphans
 
 
 @dataclass

@@ -12,9 +12,10 @@ import json
 import pickle
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +25,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.config import DSPConfig
+from pipeline.store import BatchLog, ErrorRow, Feature, Fingerprint, ParquetPart, Run, Track, TrackPath, utcnow
 from pipeline.store.parquet import list_of_matrices, list_of_vectors, write_part
-from pipeline.store import (BatchLog, ErrorRow, Feature, Fingerprint, ParquetPart, Run, Track, TrackPath,
-                            utcnow)
 
 
 @dataclass
@@ -82,9 +82,7 @@ class ResultSink:
                 continue
             payload = pickle.loads(row["payload"]) if row["payload"] else None
             meta = json.loads(row["meta"] or "{}")
-            if row["kind"] == "midi":
-                self._finish(row, meta, payload)
-            elif row["n_spans"] == 1 and "features" in (payload or {}):
+            if row["kind"] == "midi" or (row["n_spans"] == 1 and "features" in (payload or {})):
                 self._finish(row, meta, payload)
             else:
                 self._add_span(row, meta, payload)

@@ -17,8 +17,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.fingerprint import DECIMATE, N_BITS, popcount32
-from pipeline.search.identify import (CONTRAST_SHIFTS, DELTA_MASK, DUPLICATE_SCORE, MIN_ALIGNED_CODES,
-                                      MIN_ALIGNMENT_CONTRAST, MIN_DUPLICATE_OVERLAP_S)
+from pipeline.search.identify import (
+    CONTRAST_SHIFTS,
+    DELTA_MASK,
+    DUPLICATE_SCORE,
+    MIN_ALIGNED_CODES,
+    MIN_ALIGNMENT_CONTRAST,
+    MIN_DUPLICATE_OVERLAP_S,
+)
 from pipeline.search.index import FingerprintIndex
 from pipeline.store import TrackPath
 

@@ -42,19 +42,18 @@ gives byte-identical index files.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import Float, Integer, String, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from actors.errors import ChromarayError
 from actors.fingerprint import DECIMATE, FP_VERSION
@@ -202,7 +201,7 @@ def add_tracks(engine: Engine, items: Iterable[tuple[str, object]], *, version: 
                                  n_tracks=len(chunk), max_key=next_key + len(chunk) - 1))
             for (h, c), (k, _) in zip(chunk, keyed):
                 s.add(FpIndexTrack(content_hash=h, track_key=k, version=version, frame_rate_hz=float(frame_rate_hz),
-                                   n_codes=int(len(c)), segment=name))
+                                   n_codes=len(c), segment=name))
         next_key += len(chunk)
     if _compact:
         maybe_compact(engine)
@@ -305,7 +304,7 @@ def rebuild(engine: Engine) -> dict:
                              max_key=len(rows)))
         for (h, _, rate), (k, c) in zip(rows, keyed):
             s.add(FpIndexTrack(content_hash=h, track_key=k, version=FP_VERSION, frame_rate_hz=_analysis_rate(rate),
-                               n_codes=int(len(c)), segment=name))
+                               n_codes=len(c), segment=name))
     _gc(engine, directory)
     return stats(engine)
 
@@ -315,8 +314,8 @@ def sync(engine: Engine) -> dict:
     plus ``added`` and ``removed`` counts."""
     ensure_tables(engine)
     with Session(engine) as s:
-        want = {h: n for h, n in s.execute(select(Fingerprint.content_hash, Fingerprint.n_codes)
-                                           .where(Fingerprint.version == FP_VERSION))}
+        want = dict(s.execute(select(Fingerprint.content_hash, Fingerprint.n_codes)
+                                           .where(Fingerprint.version == FP_VERSION)))
         have = {h: (v, n) for h, v, n in s.execute(select(FpIndexTrack.content_hash, FpIndexTrack.version,
                                                           FpIndexTrack.n_codes))}
     directory = index_dir(engine)
@@ -386,7 +385,7 @@ class FingerprintIndex:
         self._codes_cache: dict[int, np.ndarray] = {}
 
     @classmethod
-    def open(cls, engine: Engine) -> "FingerprintIndex":
+    def open(cls, engine: Engine) -> FingerprintIndex:
         if not _has_tables(engine):
             return cls(engine, [], {})
         directory = index_dir(engine)

@@ -11,8 +11,8 @@ from pipeline.store.db import (
 )
 from pipeline.store.models import (
     SCHEMA_VERSION,
-    BatchLog,
     Base,
+    BatchLog,
     ErrorRow,
     Feature,
     Fingerprint,
@@ -30,8 +30,28 @@ from pipeline.store.models import (
 )
 
 __all__ = [
-    "SCHEMA_VERSION", "BatchLog", "Base", "ErrorRow", "Feature", "Fingerprint", "FpIndexSegment",
-    "FpIndexTrack", "Meta", "MidiMatchRow", "ParquetPart", "ProgressEvent", "Run", "Track", "TrackPath",
-    "TrainMetric", "check_schema", "finish_run", "known_parts", "new_run", "open_db", "parts_of",
-    "record_metrics", "utcnow",
+    "SCHEMA_VERSION",
+    "Base",
+    "BatchLog",
+    "ErrorRow",
+    "Feature",
+    "Fingerprint",
+    "FpIndexSegment",
+    "FpIndexTrack",
+    "Meta",
+    "MidiMatchRow",
+    "ParquetPart",
+    "ProgressEvent",
+    "Run",
+    "Track",
+    "TrackPath",
+    "TrainMetric",
+    "check_schema",
+    "finish_run",
+    "known_parts",
+    "new_run",
+    "open_db",
+    "parts_of",
+    "record_metrics",
+    "utcnow",
 ]

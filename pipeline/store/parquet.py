@@ -8,8 +8,8 @@ steps; ``remove_orphans`` deletes it before the next run writes anything.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa

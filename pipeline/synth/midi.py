@@ -49,9 +49,9 @@ class GenPiece:
         def meta_events() -> list[tuple[int, int, mido.MetaMessage]]:
             ev = []
             for beat, bpm in self.tempos:
-                ev.append((int(round(beat * tpq)), 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))))
+                ev.append((round(beat * tpq), 0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))))
             for beat, num, den in self.meters:
-                ev.append((int(round(beat * tpq)), 0, mido.MetaMessage("time_signature", numerator=num, denominator=den)))
+                ev.append((round(beat * tpq), 0, mido.MetaMessage("time_signature", numerator=num, denominator=den)))
             return ev
 
         def track_events(ti: int) -> list[tuple[int, int, object]]:
@@ -62,8 +62,8 @@ class GenPiece:
             for n in self.notes:
                 if n.track != ti:
                     continue
-                a = int(round(n.start_beat * tpq))
-                b = max(a + 1, int(round((n.start_beat + n.dur_beats) * tpq)))
+                a = round(n.start_beat * tpq)
+                b = max(a + 1, round((n.start_beat + n.dur_beats) * tpq))
                 ev.append((a, 3, mido.Message("note_on", channel=ch, note=n.pitch, velocity=n.velocity)))
                 ev.append((b, 2, mido.Message("note_off", channel=ch, note=n.pitch, velocity=0)))  # offs before ons
             return ev

@@ -36,8 +36,8 @@ import numpy as np
 
 from actors.errors import ChromarayError
 from actors.train.models import N_FRAME_FEATURES, ModelSpec
-from pipeline.train.profiles import Profile, check_cluster_fits, resolve_workers
 from pipeline.store import Run, TrainMetric, finish_run, new_run, open_db, parts_of, record_metrics, utcnow
+from pipeline.train.profiles import Profile, check_cluster_fits, resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Windower:
             idx = np.arange(n)[:, None] * L + np.arange(L + 1)[None, :]
             w = seq[idx]
             if self.tail_fraction is not None:
-                k = max(1, int(round(n * self.tail_fraction))) if n >= 2 else 0
+                k = max(1, round(n * self.tail_fraction)) if n >= 2 else 0
                 w = w[n - k:] if self.want_eval else w[:n - k]
             out.append(w)
         if out:

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 from actors.errors import ChromarayError
 from pipeline.config import read_yaml
 
@@ -50,7 +49,7 @@ class Profile:
     max_failures: int = 1
     source: str = "file"  # how it was chosen: cli | env | auto (for doctor / run config)
 
-    def validate(self) -> "Profile":
+    def validate(self) -> Profile:
         if self.precision not in PRECISIONS:
             raise ChromarayError(f"profile {self.name}: precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.device not in DEVICES:
@@ -92,8 +91,8 @@ def detect_hardware() -> Hardware:
     """Probe CUDA, MPS, CuPy and the mamba_ssm kernels (imports torch)."""
     import torch
 
-    from actors.train.models.mamba import force_fallback, kernels_available
     from actors.dsp.xp import gpu_available
+    from actors.train.models.mamba import force_fallback, kernels_available
 
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     names = [torch.cuda.get_device_name(i) for i in range(n)]

@@ -5,11 +5,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from pipeline.train.profiles import detect_hardware
 from tests.paths import REPO as ROOT
-
 
 
 def _doctor(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -21,12 +21,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from actors.config import BatchConfig, DSPConfig
-from actors.midi.analysis import analyze_midi, midi_features_version
 from actors.midi.align import align, cens
-from pipeline.synth.midi import random_piece, render
+from actors.midi.analysis import analyze_midi, midi_features_version
 from pipeline.midi_match import MIN_SCORE, MidiMatchRow, match_midi, stored_matches
-from pipeline.store.parquet import list_of_matrices, list_of_vectors, write_part
 from pipeline.store import ParquetPart, Track, TrackPath, open_db
+from pipeline.store.parquet import list_of_matrices, list_of_vectors, write_part
+from pipeline.synth.midi import random_piece, render
 
 DSP = DSPConfig()
 FR = DSP.frame_rate_hz

@@ -18,7 +18,6 @@ from pipeline.synth.midi import random_piece, render
 from tests.paths import REPO as ROOT
 
 
-
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1",
                PYTHONPATH=str(ROOT))

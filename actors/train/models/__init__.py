@@ -71,7 +71,7 @@ class ModelSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -79,7 +79,7 @@ class ModelSpec:
         Path(directory, "spec.json").write_text(json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ModelSpec":
+    def load(cls, directory: str | Path) -> ModelSpec:
         p = Path(directory, "spec.json")
         if not p.exists():
             raise ChromarayError(f"{directory} is not a chromaray model checkpoint (no spec.json)")

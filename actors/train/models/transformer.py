@@ -58,7 +58,7 @@ class TransformerBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         L = x.shape[1]
-        if L > self.max_len:
+        if self.max_len < L:
             raise ChromarayError(f"sequence length {L} exceeds the transformer's max_len {self.max_len}")
         x = x + self.pos(torch.arange(L, device=x.device))
         for blk in self.blocks:

@@ -18,8 +18,8 @@ import scipy.ndimage as nd
 from actors.dsp import hpss as hp
 from actors.dsp.median import median_along_freq, median_along_time
 from actors.dsp.stft import stft
-from actors.errors import ChromarayError
 from actors.dsp.xp import to_numpy
+from actors.errors import ChromarayError
 from tests import signals as sg
 
 SIGNALS = {

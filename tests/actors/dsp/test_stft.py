@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from actors.dsp import stft as st
-from actors.errors import ChromarayError
 from actors.dsp.xp import to_numpy
+from actors.errors import ChromarayError
 from tests import signals as sg
 
 SIGNALS = {

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from actors.config import BatchConfig, DSPConfig
+from actors.features import FeatureExtractor
 from actors.features.batching import (
     MEMINFO,
     PeakMemory,
@@ -19,8 +21,6 @@ from actors.features.batching import (
     meminfo_available_bytes,
     plan_batches,
 )
-from actors.config import BatchConfig, DSPConfig
-from actors.features import FeatureExtractor
 from tests import signals as sg
 
 SR = 22050

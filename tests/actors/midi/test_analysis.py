@@ -189,7 +189,7 @@ def test_tokens_roundtrip_and_vocab(tmp_path):
     a = analyze_midi(data, frame_rate_hz=FR)
     tok = default_tokenizer()
     assert a.tokenizer_name == TOKENIZER_NAME and len(a.tokens) > 50
-    assert 0 <= min(a.tokens) and max(a.tokens) < len(tok)
+    assert min(a.tokens) >= 0 and max(a.tokens) < len(tok)
     # decoding gives back every note within the tokenizer's pitch range
     score = tok.decode(a.tokens)
     in_range = ((a.notes["pitch"] >= 21) & (a.notes["pitch"] < 109)).sum()

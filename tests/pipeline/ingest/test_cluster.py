@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ray_cluster import PrivateRayHead
 from tests.paths import REPO
+from tests.ray_cluster import PrivateRayHead
 
 CLUSTER_YAML = REPO / "cluster.yaml"
 HEAD_PORT = 6390

@@ -8,9 +8,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from pathlib import Path
-from tests.paths import REPO
 
+from tests.paths import REPO
 
 
 def test_noop_without_ray():

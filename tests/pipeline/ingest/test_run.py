@@ -21,7 +21,6 @@ from tests.library import broken_files, good_library, write_song
 from tests.paths import REPO as ROOT
 
 
-
 def counts(db: Path) -> dict[str, int]:
     eng = open_db(db)
     with Session(eng) as s:
@@ -59,7 +58,7 @@ def first_run(library, ray_local, tmp_path_factory):
 
 
 def test_first_run_processes_good_files_and_records_broken_ones(first_run):
-    root, good, expect, n_midi, db, out, summary = first_run
+    _root, good, expect, n_midi, db, _out, summary = first_run
     c = counts(db)
     assert summary.processed == len(good) + n_midi
     assert c["tracks"] == c["features"] == len(good) + n_midi
@@ -75,7 +74,7 @@ def test_first_run_processes_good_files_and_records_broken_ones(first_run):
 
 
 def test_parquet_and_sqlite_agree(first_run):
-    root, good, expect, n_midi, db, out, summary = first_run
+    _root, _good, _expect, _n_midi, db, out, _summary = first_run
     eng = open_db(db)
     with Session(eng) as s:
         tracks = {t.content_hash: t for t in s.scalars(select(Track))}
@@ -89,7 +88,7 @@ def test_parquet_and_sqlite_agree(first_run):
         assert chroma.shape[1] == 12 and np.all(chroma >= 0) and np.all(chroma <= 1.0 + 1e-5)
         if t.kind == "audio":
             # 4 s of audio at 22050 Hz, hop 512, centred frames
-            assert r["n_frames"] == 1 + int(round(t.duration_s * 22050)) // 512
+            assert r["n_frames"] == 1 + round(t.duration_s * 22050) // 512
     assert sorted(parquet_hashes(out, db, "fingerprints")) == sorted(h for h, t in tracks.items() if t.kind == "audio")
     assert sorted(parquet_hashes(out, db, "tokens")) == sorted(h for h, t in tracks.items() if t.kind == "midi")
     # nothing on disk that the database does not list
@@ -99,7 +98,7 @@ def test_parquet_and_sqlite_agree(first_run):
 
 
 def test_second_run_is_a_noop(first_run):
-    root, good, expect, n_midi, db, out, summary = first_run
+    root, good, expect, n_midi, db, out, _summary = first_run
     before = counts(db)
     again = run_fingerprint([str(root / "music")], db=str(db), out=str(out), show_progress=False)
     assert again.processed == 0 and again.errors == 0
@@ -109,7 +108,7 @@ def test_second_run_is_a_noop(first_run):
 
 
 def test_adding_moving_and_copying_files(first_run):
-    root, good, expect, n_midi, db, out, summary = first_run
+    root, good, _expect, _n_midi, db, out, _summary = first_run
     music = root / "music"
     for i in range(3):
         write_song(music / "new" / f"added{i}.wav", 500 + i, 3.0) if (music / "new").mkdir(exist_ok=True) is None \

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from benchmarks.bench_identify import (SR, add_noise, change_speed, insert_tracks, library_chroma,
-                                       reencode, synth_song)
+from benchmarks.bench_identify import SR, add_noise, change_speed, insert_tracks, library_chroma, reencode, synth_song
 from pipeline.search import index
 from pipeline.search.duplicates import find_duplicates
 from pipeline.search.identify import Identifier, identify
@@ -52,7 +51,7 @@ def _clip(y: np.ndarray, start_s: float, seconds: float, extra_samples: int = 0)
 
 def _matches_song(m, seed: int) -> bool:
     """The original or (for songs 11, 12) its other version: both are the same recording."""
-    return m is not None and any(p.startswith(f"/music/song{seed}") or p.startswith(f"/music/copies/song{seed}")
+    return m is not None and any(p.startswith((f"/music/song{seed}", f"/music/copies/song{seed}"))
                                  for p in m.paths)
 
 

@@ -11,8 +11,8 @@ from benchmarks.bench_identify import SR, add_noise, reencode, synth_song
 
 def test_fingerprint_then_identify_and_duplicates(tmp_path, ray_local, capsys):
     from jobs.cli import main
-    from pipeline.search import index
     from pipeline.ingest.run import run_fingerprint
+    from pipeline.search import index
     from pipeline.store import open_db
 
     music = tmp_path / "music"

@@ -26,9 +26,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipeline.train.profiles import load_profile
 from pipeline.store import ParquetPart, Run, TrainMetric, open_db
 from pipeline.train.driver import TrainRequest, run_training
+from pipeline.train.profiles import load_profile
 
 pytestmark = pytest.mark.slow
 

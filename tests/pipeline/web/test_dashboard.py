@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.paths import REPO
 
 XSS_NAME = '<img src=x onerror="window.__xss=1">.wav'
@@ -99,7 +100,7 @@ class DashboardServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "DashboardServer":
+    def __enter__(self) -> DashboardServer:
         cmd = [sys.executable, "-m", "jobs.dashboard", "--db", str(self.db), "--port", str(self.port)]
         if self.host:
             cmd += ["--host", self.host]

@@ -71,7 +71,7 @@ def wait_for(driver, predicate, timeout: float = 30.0, what: str = "condition"):
             last = predicate(driver)
             if last:
                 return last
-        except Exception as exc:  # element not there yet  # noqa: BLE001
+        except Exception as exc:  # element not there yet
             last = exc
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
