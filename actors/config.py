@@ -33,6 +33,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return None
+        if len(options) == 1:  # Optional[X]: X's own message is the precise one
+            return _coerce(value, options[0], where)
         for option in options:
             try:
                 return _coerce(value, option, where)

@@ -18,6 +18,10 @@ import numpy as np
 
 from actors.errors import InputFileError
 
+__all__ = ["BLOCK_SECONDS", "TRUNCATION_TOLERANCE", "AudioInfo", "Span", "decode_file", "iter_mono_blocks",
+           "iter_spans", "probe", "sniff"]
+
+
 BLOCK_SECONDS = 30.0
 # A decoded stream may legitimately be a few frames short of the header's
 # count (MP3 encoder delay, Vorbis granule rounding); more than this is a cut file.
@@ -80,8 +84,8 @@ _DECLARED_VS_ACTUAL = re.compile(r"(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)
 
 def _truncation_in_log(log: str) -> str | None:
     """libsndfile quietly shortens a cut WAV/AIFF; its parse log still says so."""
-    for declared, actual in _DECLARED_VS_ACTUAL.findall(log):
-        declared, actual = int(declared), int(actual)
+    for declared_text, actual_text in _DECLARED_VS_ACTUAL.findall(log):
+        declared, actual = int(declared_text), int(actual_text)
         # 0 and ~4 GiB are "unknown length" markers of streamed WAVs, not truncation.
         if actual < declared < 0xFFFFFF00:
             return f"truncated: the header promises {declared} bytes of audio data, the file holds {actual}"

@@ -1,6 +1,9 @@
 """The one exception type users see. Messages say what to change."""
 
 
+__all__ = ["ChromarayError", "InputFileError"]
+
+
 class ChromarayError(Exception):
     """A user-facing error: bad argument, bad input file, impossible configuration."""
 

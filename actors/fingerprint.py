@@ -47,6 +47,11 @@ import numpy as np
 
 from actors.dsp.xp import get_xp
 
+__all__ = ["DECIMATE", "DELTA_S", "FOURTH", "FP_FRAME_RATE_HZ", "FP_VERSION", "GROUPS", "N_BITS", "N_FOURTH_BITS",
+           "REF_FRAME_RATE_HZ", "SMOOTH_S", "bit_values", "fingerprint_codes", "frames_for", "pack_bits",
+           "popcount32", "query_codes"]
+
+
 #: Reference analysis frame rate (DSPConfig defaults: 22050 / 512).
 REF_FRAME_RATE_HZ = 22050 / 512
 #: Time smoothing (box) of the chroma before comparisons, seconds (16 frames at 43.07 Hz).
@@ -62,7 +67,8 @@ N_BITS = 32
 #: Bit groups, used for reliability normalisation: (first bit, n bits).
 GROUPS = ((0, 12), (12, 12), (24, N_FOURTH_BITS))
 
-_PARAMS = {"smooth": 16, "delta": 8, "decimate": DECIMATE, "fourth": FOURTH, "n4": N_FOURTH_BITS, "layout": "adj12-dt12-p4x8"}
+_PARAMS = {"smooth": 16, "delta": 8, "decimate": DECIMATE, "fourth": FOURTH, "n4": N_FOURTH_BITS,
+           "layout": "adj12-dt12-p4x8"}
 #: Changes whenever the algorithm or a parameter changes: stored codes of another version are
 #: recomputed (pipeline) and never mixed into one index.
 FP_VERSION = "cfp1-" + hashlib.sha1(repr(sorted(_PARAMS.items())).encode()).hexdigest()[:8]

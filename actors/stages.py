@@ -27,6 +27,10 @@ import pyarrow as pa
 from actors.config import BatchConfig, DSPConfig
 from actors.errors import InputFileError
 
+__all__ = ["MANIFEST_SCHEMA", "ROW_SCHEMA", "DecodeStage", "FeatureStage", "Resources", "Stage", "empty_row",
+           "error_row", "to_table", "track_result"]
+
+
 ROW_SCHEMA = pa.schema([
     ("content_hash", pa.string()),
     ("path", pa.string()),
@@ -231,12 +235,13 @@ class FeatureStage(Stage):
         for i in idx:
             window, start = self._samples(rows[i]), rows[i]["window_start"]
             signals.append(window[-start: -start + rows[i]["total_samples"]] if start < 0 else window)
+        results: list[Any]
         try:
-            results = self.extractor(signals)
+            results = list(self.extractor(signals))
         except Exception:
             # One bad track must not fail its batch mates: retry one by one to find it.
             results = []
-            for i, sig in zip(idx, signals):
+            for sig in signals:
                 try:
                     results.extend(self.extractor([sig]))
                 except Exception as exc:

@@ -53,7 +53,7 @@ def load_audio(path: Path | None, seconds: float, sr: int) -> tuple[np.ndarray, 
             x = soxr.resample(x, file_sr, sr).astype(np.float32)
         reps = int(np.ceil(n / max(len(x), 1)))
         return np.tile(x, reps)[:n].astype(np.float32), str(path.name)
-    from tests.signals import chord, drum_pattern, noise
+    from pipeline.synth.signals import chord, drum_pattern, noise
 
     y = chord([60, 64, 67], seconds=seconds, sr=sr) + drum_pattern(
         bpm=120, seconds=seconds, sr=sr) + 0.01 * noise(seconds=seconds, sr=sr)

@@ -10,6 +10,7 @@ the size the whole decoded track would take.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.synth.audio import SR, song
+from pipeline.synth import SR, simple_song
 
 
 def write_long_flac(path: Path, hours: float, *, piece_s: float = 60.0) -> float:
@@ -34,7 +35,7 @@ def write_long_flac(path: Path, hours: float, *, piece_s: float = 60.0) -> float
     with sf.SoundFile(path, "w", samplerate=SR, channels=1, format="FLAC", subtype="PCM_16") as fh:
         i = 0
         while total < hours * 3600:
-            y = song(7000 + i % 40, piece_s)  # 40 distinct minutes, repeated
+            y = simple_song(7000 + i % 40, piece_s)  # 40 distinct minutes, repeated
             fh.write(y)
             total += piece_s
             i += 1
@@ -46,10 +47,8 @@ def tree_uss(root: psutil.Process) -> dict[str, int]:
     store) of every process of the job, keyed by name:pid."""
     out = {}
     for p in [root, *root.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # ended between listing and reading
             out[f"{p.name()}:{p.pid}"] = p.memory_full_info().uss
-        except psutil.NoSuchProcess:
-            pass
     return out
 
 
@@ -61,7 +60,8 @@ def run_job(lib: Path, work: Path, chunk_seconds: float) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     root = psutil.Process(proc.pid)
-    peak_total, peak_each = [0], {}
+    peak_total: list[int] = [0]
+    peak_each: dict[str, int] = {}
 
     def sample() -> None:
         while proc.poll() is None:
@@ -102,7 +102,7 @@ def main() -> None:
     seconds = sf.info(flac).duration
     short = work / "short"
     short.mkdir(exist_ok=True)
-    sf.write(short / "one-minute.flac", song(7000, 60.0), SR, format="FLAC")
+    sf.write(short / "one-minute.flac", simple_song(7000, 60.0), SR, format="FLAC")
     baseline = run_job(short, work / "run-short", args.chunk_seconds)
     long_run = run_job(lib, work / "run-long", args.chunk_seconds)
     whole_track = seconds * SR * 4  # float32 mono at the analysis rate

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = "serve a live progress page for a results database (read-only)"
 
 

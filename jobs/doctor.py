@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = "show devices, chosen hardware profile and active fast paths"
 
 
@@ -15,47 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def report(profile_name: str | None = None, *, address: str | None = None) -> dict:
-    """Everything doctor prints, as a dict."""
-    import ray
-
-    from actors.errors import ChromarayError
-    from pipeline.train.profiles import check_cluster_fits, detect_hardware, resolve_workers, select_profile
-
-    hw = detect_hardware()
-    info: dict = {
-        "torch": hw.torch_version, "ray": ray.__version__, "cpus": hw.cpus,
-        "cuda_devices": hw.cuda_devices, "cuda_names": hw.cuda_names, "mps": hw.mps,
-        "fast_paths": {
-            "cupy_dsp": hw.cupy,
-            "mamba_ssm_kernels": hw.mamba_kernels,
-            "mamba_force_fallback": hw.mamba_force_fallback,
-            "mamba_backend": hw.mamba_backend,
-        },
-    }
-    cluster_gpus = None
-    if address:
-        from pipeline.runtime import init_ray
-
-        init_ray(address)  # offline defaults, one-line error when the cluster is unreachable
-        try:
-            res = ray.cluster_resources()
-        finally:
-            ray.shutdown()
-        info["cluster_resources"] = {k: v for k, v in res.items() if k in ("CPU", "GPU", "memory")}
-        cluster_gpus = res.get("GPU", 0.0)
-    prof = select_profile(profile_name, hw=hw, cluster_gpus=cluster_gpus)
-    info["profile"] = prof.to_dict()
-    if address:
-        try:
-            check_cluster_fits(prof, res, resolve_workers(prof, res))
-            info["profile_fits_cluster"] = True
-        except ChromarayError as exc:
-            info["profile_fits_cluster"] = str(exc)
-    return info
-
-
 def run(args: argparse.Namespace) -> int:
+    from pipeline.train.doctor import report
+
     info = report(args.profile, address=args.address)
     if args.json:
         print(json.dumps(info, indent=1))

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from jobs.identify import add_config_argument
+
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = "group tracks of the library that are the same recording"
 
 
@@ -21,24 +25,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-overlap", type=float, default=None, metavar="SECONDS",
                         help="shortest aligned overlap of a duplicate pair (or 80%% of the shorter track)")
     parser.add_argument("--no-sync", action="store_true", help="do not bring a stale fingerprint index up to date")
+    add_config_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
     from actors.errors import ChromarayError
-    from jobs.identify import _engine_with_index
+    from pipeline.config import load_config
     from pipeline.search import duplicates as q
+    from pipeline.search.index import open_synced
 
-    engine = _engine_with_index(args.db, sync=not args.no_sync)
-    opts = {}
-    if args.max_score is not None:
-        if not 0.0 < args.max_score < 0.5:
-            raise ChromarayError("--max-score must be between 0 and 0.5")
-        opts["max_score"] = args.max_score
-    if args.min_overlap is not None:
-        opts["min_overlap_s"] = args.min_overlap
-    groups = q.find_duplicates(engine, **opts)
+    config = load_config(args.config).identify
+    engine = open_synced(args.db, sync=not args.no_sync)
+    if args.max_score is not None and not 0.0 < args.max_score < 0.5:
+        raise ChromarayError("--max-score must be between 0 and 0.5")
+    groups = q.find_duplicates(engine, config=config, max_score=args.max_score, min_overlap_s=args.min_overlap)
     if args.json:
         for g in groups:
             print(json.dumps(g.to_json()), flush=True)
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"group {i}: {len(g.members)} tracks, similarity {g.similarity:.2f}")
         for m in g.members:
             paths = ", ".join(m["paths"]) or "(no path)"
-            print(f"  {m['content_hash'][:12]}  offset {m['offset_s']:+.2f} s  similarity {m['similarity']:.2f}  {paths}")
+            print(f"  {m['content_hash'][:12]}  offset {m['offset_s']:+.2f} s  "
+                  f"similarity {m['similarity']:.2f}  {paths}")
     return 0
 
 

@@ -15,7 +15,8 @@ HELP = "extract features + fingerprints from audio/MIDI folders (incremental)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="audio/MIDI files or folders (default: a demo library)")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="audio/MIDI files or folders (default: a demo library)")
     parser.add_argument("--db", default="results/chromaray.db", help="SQLite database (default: %(default)s)")
     parser.add_argument("--out", default="results", help="output folder for Parquet (default: %(default)s)")
     parser.add_argument("--config", help="YAML config (sections dsp, batch, pipeline)")
@@ -54,14 +55,15 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.runtime import prepare_environment, stop_on_signals
 
     prepare_environment(args.verbose)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     from pipeline.ingest.run import run_fingerprint
 
     stop_on_signals()
     cfg = load_config(args.config, overrides=_overrides(args))
     paths = list(args.paths)
     if not paths:
-        from pipeline.synth.audio import make_demo_library
+        from pipeline.synth import make_demo_library
 
         demo = os.path.join(args.out, "demo-library")
         n = make_demo_library(demo)
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if len(summary.error_rows) > 20:
         print(f"  ... {len(summary.error_rows) - 20} more errors in the database (table errors)", file=sys.stderr)
     print(f"done: {summary.processed} processed, {summary.skipped} skipped (already known or copies), "
-          f"{summary.errors} errors" + (f", {summary.known_errors} known errors not retried" if summary.known_errors else "")
+          f"{summary.errors} errors"
+          + (f", {summary.known_errors} known errors not retried" if summary.known_errors else "")
           + (f", {summary.path_updates} paths updated" if summary.path_updates else "")
           + f" | {summary.audio_seconds / 3600:.3f} audio h in {summary.wall_s:.1f} s"
           f" ({summary.audio_hours_per_min:.2f} audio h/min) | db {args.db}, parquet {args.out}")

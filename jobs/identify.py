@@ -1,7 +1,8 @@
 """Identify audio clips against a library processed by `chromaray fingerprint`.
 
-Each clip is decoded, analysed with the pipeline's feature chain, fingerprinted, looked up in the
-fingerprint index (votes on track and offset) and verified by bit error rate. Prints the track,
+Each clip is decoded, analysed with the pipeline's feature chain (with the DSP settings the library
+was fingerprinted with, stored in the database), fingerprinted, looked up in the fingerprint index
+(votes on track and offset) and verified by bit error rate. Prints the track,
 its path, the clip's offset in the track (seconds) and a confidence, or "no match".
 With --json: one JSON object per clip and line: {"clip", "match": null | {"path", "offset_s",
 "confidence", ...}}.
@@ -12,6 +13,8 @@ import argparse
 
 from actors.errors import ChromarayError
 
+__all__ = ["HELP", "add_arguments", "run"]
+
 HELP = "identify audio clips against the fingerprinted library"
 
 
@@ -21,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per clip and line")
     parser.add_argument("--no-sync", action="store_true",
                         help="do not bring a stale fingerprint index up to date (query it as it is)")
+    add_config_argument(parser)
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config whose `identify` section sets the decision thresholds "
+                                         "(analysis settings always come from the library)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,13 +38,20 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from actors.errors import InputFileError
+    from pipeline.config import load_config
     from pipeline.search.identify import Identifier
+    from pipeline.search.index import open_synced
 
-    engine = _engine_with_index(args.db, sync=not args.no_sync)
-    ident = Identifier(engine)
+    config = load_config(args.config).identify
+    engine = open_synced(args.db, sync=not args.no_sync)
+    ident = Identifier(engine, config=config)
     if not ident.index.tracks:
         raise ChromarayError(f"the fingerprint index of {args.db} is empty: run `chromaray fingerprint` on your "
                              "library first")
+    if not ident.groups:
+        raise ChromarayError(f"no track of {args.db} can be searched: {ident.skipped_note}")
+    if ident.skipped_note:
+        print(f"chromaray identify: warning: {ident.skipped_note}", file=sys.stderr, flush=True)
     status = 0
     for clip in args.clips:
         if not os.path.exists(clip):
@@ -58,26 +74,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"{clip}: {m.content_hash[:12]}  {m.path}  offset {m.offset_s:.2f} s  "
                   f"confidence {m.confidence:.2f}{speed}", flush=True)
     return status
-
-
-def _engine_with_index(db: str, *, sync: bool):
-    """Read-only engine on ``db``; first brings the index up to date when it is stale (that one
-    write needs the database to be writable)."""
-    from pipeline.search import index
-    from pipeline.store import open_db
-
-    engine = open_db(db, readonly=True)
-    if sync and index.is_stale(engine):
-        engine.dispose()
-        try:
-            writer = open_db(db, create=False)
-        except ChromarayError as exc:
-            raise ChromarayError(f"the fingerprint index of {db} is out of date and cannot be updated: {exc} "
-                                 "(use --no-sync to query it as it is)") from None
-        index.sync(writer)
-        writer.dispose()
-        engine = open_db(db, readonly=True)
-    return engine
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ line per MIDI file: {"midi": path, "matches": [{"path": ..., "score": ...}, ...]
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "rank the audio recordings that play the same piece as each MIDI file (chroma + DTW)"
 
@@ -18,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MIDI files or folders already fingerprinted (default: every MIDI file in the database)")
     parser.add_argument("--db", default="results/chromaray.db", help="SQLite database (default: %(default)s)")
     parser.add_argument("--out", default="results",
-                        help="output folder of `chromaray fingerprint` holding the Parquet frames (default: %(default)s)")
+                        help="output folder of `chromaray fingerprint` holding the Parquet frames "
+                             "(default: %(default)s)")
     parser.add_argument("--top-k", type=int, default=5, help="matches kept per MIDI file (default: %(default)s)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="lowest alignment score reported as a match (default: 0.55, see pipeline.midi_match)")
@@ -27,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line per MIDI file")
 
 
-def _resolve_midi(engine, paths: list[str]) -> tuple[list[str], list[str]]:
+def _resolve_midi(engine: Engine, paths: list[str]) -> tuple[list[str], list[str]]:
     """(content hash, absolute path) of each MIDI file named on the command line, in order."""
     import os
 
@@ -49,7 +56,7 @@ def _resolve_midi(engine, paths: list[str]) -> tuple[list[str], list[str]]:
                 # moved or copied since the last fingerprint run: find it by content
                 h = content_hash(p) if os.access(p, os.R_OK) else None
             kind = s.scalar(select(Track.kind).where(Track.content_hash == h)) if h else None
-            if kind != "midi":
+            if h is None or kind != "midi":
                 err = s.scalar(select(ErrorRow.reason).where(ErrorRow.path == p).order_by(ErrorRow.last_seen.desc()))
                 if err:
                     raise ChromarayError(f"{p} could not be used by `chromaray fingerprint`: {err}")
@@ -78,13 +85,16 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.out).expanduser().is_dir():
         raise ChromarayError(f"output folder {args.out} does not exist (give the --out of `chromaray fingerprint`)")
     engine = open_db(db)
-    wanted_hashes, wanted_paths = (_resolve_midi(engine, args.midi_paths) if args.midi_paths else (None, None))
+    wanted_hashes: list[str] | None = None
+    wanted_paths: list[str] | None = None
+    if args.midi_paths:
+        wanted_hashes, wanted_paths = _resolve_midi(engine, args.midi_paths)
     t0 = time.perf_counter()
     results = match_midi(engine, args.out, midi_hashes=wanted_hashes, top_k=args.top_k,
                          min_score=MIN_SCORE if args.min_score is None else args.min_score,
                          max_candidates=args.max_candidates or MAX_CANDIDATES)
     wall = time.perf_counter() - t0
-    if wanted_paths is not None:
+    if wanted_hashes is not None and wanted_paths is not None:
         # print what was asked, under the names given (a moved file is found by content)
         by_hash = {r.midi_hash: r for r in results}
         for h in wanted_hashes:
@@ -109,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(results)} MIDI file(s), {n_matched} with a matching recording, {wall:.1f} s "
               f"(stored in table midi_matches of {db})", file=sys.stderr)
     if not results:
-        print("no MIDI files in the database (run `chromaray fingerprint` on a folder with .mid files)", file=sys.stderr)
+        print("no MIDI files in the database (run `chromaray fingerprint` on a folder with .mid files)",
+              file=sys.stderr)
     return 0
 
 

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from actors.errors import ChromarayError
+__all__ = ["HELP", "OVERRIDES", "add_arguments", "run"]
 
 HELP = "train Mamba / transformer / LoRA models on tokens or audio frames (Ray Train)"
 
@@ -52,37 +52,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
 
+#: Options that override the profile field of the same name (None: keep the profile's).
 OVERRIDES = ("workers", "cpus_per_worker", "gpus_per_worker", "precision", "batch_size", "seq_len", "d_model",
              "n_layers", "lr", "checkpoint_every", "lora_r")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.model == "lora" and args.base is None:
-        raise ChromarayError("train lora needs --base CHECKPOINT")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise ChromarayError("--max-steps must be >= 1")
-    import ray
-
-    from pipeline.runtime import init_ray
-
-    ours = not ray.is_initialized()
-    info = init_ray(args.address, verbose=args.verbose)
-
-    from pipeline.train.driver import TrainRequest, run_training
+    from pipeline.runtime import ray_session
+    from pipeline.train.driver import TrainRequest, check_request, run_training
     from pipeline.train.profiles import select_profile
 
-    try:
-        overrides = {k: getattr(args, k) for k in OVERRIDES}
-        prof = select_profile(args.profile, cluster_gpus=info.gpus, overrides=overrides)
+    check_request(args.model, args.data, args.name, base=args.base, max_steps=args.max_steps)  # before Ray starts
+    with ray_session(args.address, verbose=args.verbose) as info:
+        prof = select_profile(args.profile, cluster_gpus=info.gpus, overrides={k: getattr(args, k) for k in OVERRIDES})
         print(f"profile: {prof.name} ({prof.source}); workers={prof.workers} batch/worker={prof.batch_size} "
               f"precision={prof.precision} seq_len={prof.seq_len}")
         req = TrainRequest(arch=args.model, data=args.data, db=args.db, name=args.name, profile=prof,
                            max_steps=args.max_steps, out=args.out, storage=args.storage, base=args.base,
                            seed=args.seed, ray_dashboard_url=info.dashboard_url)
         outcome = run_training(req)
-    finally:
-        if ours and info.address is None:  # a local Ray we started: stop it
-            ray.shutdown()
     s = outcome.summary
     if args.json:
         print(json.dumps({"run_id": outcome.run_id, **s}, indent=1, default=str))

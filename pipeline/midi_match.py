@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,21 @@ from actors.errors import ChromarayError
 from actors.midi.align import DEFAULT_RATE_HZ, MATCH_VERSION, align, cens, coarsen, profile
 from actors.midi.analysis import midi_heard_chroma
 from pipeline.store import Base, MidiMatchRow, Track, TrackPath, parts_of, utcnow
+
+__all__ = [
+    "COARSE_FACTOR",
+    "COARSE_MIN_CELLS",
+    "FINE_CANDIDATES",
+    "MAX_CANDIDATES",
+    "MIN_SCORE",
+    "AudioMatch",
+    "MidiMatchResult",
+    "ensure_tables",
+    "load_sequences",
+    "match_midi",
+    "match_one",
+    "stored_matches",
+]
 
 MIN_SCORE = 0.55
 #: Candidates per MIDI file kept after profile pruning (DTW is the costly step).
@@ -53,7 +68,8 @@ FINE_CANDIDATES = 8
 
 
 def ensure_tables(engine: Engine) -> None:
-    Base.metadata.create_all(engine, tables=[MidiMatchRow.__table__])
+    table: Table = MidiMatchRow.__table__  # type: ignore[assignment]
+    Base.metadata.create_all(engine, tables=[table])
 
 
 @dataclass
@@ -96,11 +112,15 @@ class _Seq:
     kind: str
     feat: np.ndarray  # (12, N) CENS unit columns
     rate: float
-    prof: np.ndarray = field(default=None)  # type: ignore[assignment]
+    prof: np.ndarray  # pitch-class profile (pruning)
 
 
-def _iter_frame_rows(out_dir: Path, parts: list[str], kinds: set[str]) -> Iterator[tuple[str, str, str, float, np.ndarray]]:
-    """(hash, kind, features_version, frame_rate_hz, chroma (12, T)) of every frames row, oldest part first."""
+def _iter_frame_rows(out_dir: Path, parts: list[str],
+                     kinds: set[str]) -> Iterator[tuple[str, str, str, float, np.ndarray]]:
+    """(hash, kind, features_version, frame_rate_hz, chroma (12, T)) of every frames row, oldest part first.
+
+    ``frame_rate_hz`` is the row's own (the sink stores each track's analysis rate), so tracks
+    fingerprinted with other DSP settings are read at their true rate."""
     for rel in parts:
         path = out_dir / rel
         if not path.exists():
@@ -161,7 +181,7 @@ def load_sequences(engine: Engine, out_dir: str | os.PathLike, *, midi_hashes: I
     midi: dict[str, _Seq] = {}
     audio: dict[str, _Seq] = {}
     exact: set[str] = set()
-    for h, kind, version, rate, chroma in _iter_frame_rows(out, parts_of(engine, "frames"), {"audio", "midi"}):
+    for h, kind, version, rate, stored in _iter_frame_rows(out, parts_of(engine, "frames"), {"audio", "midi"}):
         if h not in current or current[h][0] != kind:
             continue  # row of a track no longer in the database
         if kind == "midi" and want_midi is not None and h not in want_midi:
@@ -169,9 +189,10 @@ def load_sequences(engine: Engine, out_dir: str | os.PathLike, *, midi_hashes: I
         is_exact = current[h][1] == version
         if h in exact and not is_exact:
             continue
+        chroma = stored
         if kind == "midi" and h in notes:
             # match on the chroma a recording of these notes would have (decaying notes)
-            chroma = midi_heard_chroma(notes[h], frame_rate_hz=rate, n_frames=chroma.shape[1])
+            chroma = midi_heard_chroma(notes[h], frame_rate_hz=rate, n_frames=stored.shape[1])
         feat, frate = cens(chroma, frame_rate_hz=rate, target_rate_hz=target_rate_hz)
         seq = _Seq(h, kind, feat, frate, profile(feat))
         (midi if kind == "midi" else audio)[h] = seq

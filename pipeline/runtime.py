@@ -1,9 +1,14 @@
-"""Start or join Ray the way each of the three run modes needs.
+"""The one place every job starts or joins Ray, and adapts stages to Ray Data.
 
 - local (no ``--address``, no ``RAY_ADDRESS``): Ray in-process on this
   machine, offline, no token prompt, no usage-stats prompt;
 - ``--address``/``RAY_ADDRESS``: join that cluster (``ray job submit`` sets it);
 - quiet by default: Ray's own logs and per-operator progress bars only with -v.
+
+:func:`init_ray` starts or joins and leaves Ray up (fingerprint's driver keeps
+it for the whole run); :func:`ray_session` does the same for a ``with`` block and
+shuts down on exit whatever that call started (train, doctor), but never a Ray
+that was already running in this process.
 """
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ import pyarrow as pa
 
 from actors.errors import ChromarayError
 from actors.stages import Resources, Stage
+
+__all__ = ["QUIET_ENV", "STOP_REQUESTED", "RayInfo", "apply_stage", "init_ray", "native_stderr_to",
+           "prepare_environment", "ray_session", "stop_on_signals"]
 
 QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "1",
              "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -54,17 +62,21 @@ class RayInfo:
 
 
 def prepare_environment(verbose: bool = False) -> None:
+    """Offline, promptless defaults for Ray and Hugging Face (what is already set wins)."""
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
 
 
 def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int | None = None) -> RayInfo:
+    """Start a local Ray (``num_cpus`` caps it) or join ``address``/``$RAY_ADDRESS``; a Ray
+    already running in this process is reused. Unreachable cluster: one ChromarayError."""
     prepare_environment(verbose)
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
-        kwargs = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
+        kwargs: dict[str, Any] = {"log_to_driver": verbose,
+                                  "logging_level": logging.INFO if verbose else logging.ERROR}
         try:
             if address:
                 ctx = ray.init(address=address, **kwargs)
@@ -80,6 +92,22 @@ def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int
     res = ray.cluster_resources()
     url = f"http://{dashboard}" if dashboard and not str(dashboard).startswith("http") else dashboard
     return RayInfo(address, url, float(res.get("CPU", 0)), float(res.get("GPU", 0)))
+
+
+@contextmanager
+def ray_session(address: str | None = None, *, verbose: bool = False,
+                num_cpus: int | None = None) -> Iterator[RayInfo]:
+    """:func:`init_ray` for a ``with`` block; on exit (errors included) shuts down the
+    local Ray or the cluster connection this call made, and leaves alone a Ray
+    that was running before it."""
+    import ray
+
+    ours = not ray.is_initialized()
+    try:
+        yield init_ray(address, verbose=verbose, num_cpus=num_cpus)
+    finally:
+        if ours and ray.is_initialized():
+            ray.shutdown()
 
 
 def _quiet_ray_data(verbose: bool) -> None:
@@ -140,7 +168,7 @@ def apply_stage(ds: Any, stage_cls: type[Stage], kwargs: dict[str, Any], *, reso
     return ds.map_batches(_run_stateless, fn_kwargs={"stage": stage_cls(**kwargs)}, **common)
 
 
-def _run_stateless(batch: pa.Table, stage: Stage):
+def _run_stateless(batch: pa.Table, stage: Stage) -> Iterator[pa.Table]:
     out = stage(batch)
     if isinstance(out, pa.Table):
         yield out

@@ -18,15 +18,63 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 
+#: Fixtures that start Ray: a test using one is marked ``ray`` automatically.
+RAY_FIXTURES = frozenset({"ray_local"})
+
+
 def pytest_collection_modifyitems(config, items):
     from actors.dsp.xp import gpu_available
 
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
     if gpu_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU with CuPy")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _ray_running() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    import sys
+
+    item.stash[_RAY_BEFORE] = _ray_running()
+    ray = sys.modules.get("ray")
+    if ray is not None and "ray" not in item.keywords:
+        # Ray is already imported: an unmarked test calling ray.init fails at once (one that
+        # imports Ray itself is caught at teardown if it leaves Ray running).
+        real_init = ray.init
+
+        def refuse(*args, **kwargs):
+            pytest.fail(f"{item.nodeid} starts Ray but is not marked @pytest.mark.ray", pytrace=False)
+
+        ray.init = refuse
+        item.stash[_RAY_INIT] = (ray, real_init)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Keep ``-m "not ray"`` honest: a test that starts Ray in this process must say so."""
+    yield
+    saved = item.stash.get(_RAY_INIT, None)
+    if saved is not None:
+        saved[0].init = saved[1]
+    if "ray" not in item.keywords and not item.stash.get(_RAY_BEFORE, True) and _ray_running():
+        pytest.fail(f"{item.nodeid} started Ray but is not marked @pytest.mark.ray", pytrace=False)
+
+
+_RAY_BEFORE = pytest.StashKey[bool]()
+_RAY_INIT = pytest.StashKey[tuple]()
 
 
 @pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])

@@ -6,6 +6,8 @@ stopped by killing exactly the processes that carry it (and their children).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
@@ -20,7 +22,8 @@ from tests.paths import REPO as ROOT
 
 RAY_BIN = Path(sys.executable).with_name("ray")
 # What a job ships and sees: this checkout without the local environment and outputs.
-RUNTIME_ENV = {"excludes": [".venv", ".git", "results", "*.egg-info", "__pycache__", "benchmarks/out"],
+RUNTIME_ENV = {"excludes": [".venv", ".git", "results", "*.egg-info", "__pycache__", "benchmarks/out", ".mypy_cache",
+                            ".ruff_cache"],
                "env_vars": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}}
 
 
@@ -89,7 +92,7 @@ class PrivateRayHead:
 
         procs = self.processes()
         for p in procs:
-            with_suppress(lambda: p.send_signal(signal.SIGTERM))
+            with_suppress(functools.partial(p.send_signal, signal.SIGTERM))
         _, alive = psutil.wait_procs(procs, timeout=8)
         for p in alive:
             with_suppress(p.kill)
@@ -124,7 +127,5 @@ class PrivateRayHead:
 def with_suppress(fn) -> None:
     import psutil
 
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         fn()
-    except psutil.NoSuchProcess:
-        pass

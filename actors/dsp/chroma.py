@@ -16,6 +16,8 @@ import numpy as np
 
 from actors.dsp.xp import get_xp
 
+__all__ = ["apply_filterbank", "chroma_filterbank", "chroma_from_power", "normalize_inf"]
+
 
 def chroma_filterbank(*, sr: int, n_fft: int, n_chroma: int = 12, tuning: float = 0.0,
                       xp: Any = np) -> Any:

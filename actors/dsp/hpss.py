@@ -8,6 +8,11 @@ hard binary masks); zeros split 0.5/0.5 when both margins are 1 (as librosa).
 The medians come from :mod:`actors.dsp.median` (bottleneck on CPU), which
 equal scipy's exactly, so the only difference from librosa is the input
 spectrogram's float32 rounding.
+
+:func:`hpss_masks` (and :func:`harmonic_mask`, its first half) also take a
+padded batch's per-track ``lengths`` and a time span's ``frame_offset`` /
+``first`` / ``stop``: the feature chain calls them, so the tested kernels are
+the ones that run.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import numpy as np
 from actors.dsp.median import median_along_freq, median_along_time
 from actors.dsp.xp import get_xp
 from actors.errors import ChromarayError
+
+__all__ = ["harmonic_mask", "hpss", "hpss_masks", "softmask"]
 
 
 def _pair(v: Any) -> tuple[Any, Any]:
@@ -57,6 +64,71 @@ def softmask(X: Any, X_ref: Any, *, power: float = 1.0, split_zeros: bool = Fals
     return mask
 
 
+def _margins(margin: float | tuple[float, float]) -> tuple[float, float]:
+    margin_harm, margin_perc = _pair(margin)
+    if margin_harm < 1 or margin_perc < 1:
+        raise ChromarayError("HPSS margins must be >= 1.0")
+    return float(margin_harm), float(margin_perc)
+
+
+def _masks(
+    S: Any,
+    *,
+    kernel_size: int | tuple[int, int],
+    power: float,
+    margin: float | tuple[float, float],
+    lengths: Any,
+    frame_offset: int,
+    first: int | None,
+    stop: int | None,
+    percussive: bool,
+) -> tuple[Any, Any]:
+    """The one HPSS implementation: both medians, then the soft masks with margins.
+
+    The time median reads every held frame (context) but is evaluated only on
+    [first, stop); the frequency median is per frame, so it only sees those.
+    Without ``percussive`` the percussive mask is skipped (None) and the
+    percussive median is scaled in place: no full-size temporary beyond the
+    two medians and softmask's own.
+    """
+    win_harm, win_perc = _pair(kernel_size)
+    margin_harm, margin_perc = _margins(margin)
+    g = S.shape[-1]
+    first = frame_offset if first is None else first
+    stop = frame_offset + g if stop is None else stop
+    if not frame_offset <= first <= stop <= frame_offset + g:
+        raise ChromarayError(f"frames [{first}, {stop}) are not inside the frames held "
+                             f"[{frame_offset}, {frame_offset + g})")
+    harm = median_along_time(S, size=int(win_harm), lengths=lengths, frame_offset=frame_offset,
+                             first=first, stop=stop)
+    perc = median_along_freq(S[..., first - frame_offset : stop - frame_offset], size=int(win_perc))
+    split_zeros = margin_harm == 1 and margin_perc == 1
+    mask_perc = None
+    if percussive:
+        mask_perc = softmask(perc, harm * margin_perc, power=power, split_zeros=split_zeros)
+    if margin_harm != 1:
+        perc *= margin_harm  # the raw percussive median is not needed any more
+    mask_harm = softmask(harm, perc, power=power, split_zeros=split_zeros)
+    return mask_harm, mask_perc
+
+
+def harmonic_mask(
+    S: Any,
+    *,
+    kernel_size: int | tuple[int, int] = 31,
+    power: float = 2.0,
+    margin: float | tuple[float, float] = 1.0,
+    lengths: Any = None,
+    frame_offset: int = 0,
+    first: int | None = None,
+    stop: int | None = None,
+) -> Any:
+    """The harmonic mask alone (the first mask of :func:`hpss_masks`, same arguments),
+    for callers that never use the percussive part (one softmask instead of two)."""
+    return _masks(S, kernel_size=kernel_size, power=power, margin=margin, lengths=lengths,
+                  frame_offset=frame_offset, first=first, stop=stop, percussive=False)[0]
+
+
 def hpss_masks(
     S: Any,
     *,
@@ -64,22 +136,22 @@ def hpss_masks(
     power: float = 2.0,
     margin: float | tuple[float, float] = 1.0,
     lengths: Any = None,
+    frame_offset: int = 0,
+    first: int | None = None,
+    stop: int | None = None,
 ) -> tuple[Any, Any]:
-    """Harmonic and percussive masks for a magnitude spectrogram S (B, F, T) or (F, T).
+    """Harmonic and percussive masks for a magnitude spectrogram S (B, F, G) or (F, G).
 
-    ``lengths`` (B,) are the tracks' true frame counts in a zero-padded batch
-    (time medians reflect at each track's own end); None means all T.
+    ``lengths`` (B,) are the tracks' total frame counts in a zero-padded batch
+    (time medians reflect at each track's own end); None means every track
+    ends with the frames held. For a time span of a longer track, S holds
+    frames [frame_offset, frame_offset + G) and the masks are returned for
+    frames [first, stop) only (default: all held), shape (B, F, stop - first);
+    the held frames must include the harmonic median's half window around
+    them, or the track's ends (see :func:`actors.dsp.median.median_along_time`).
     """
-    win_harm, win_perc = _pair(kernel_size)
-    margin_harm, margin_perc = _pair(margin)
-    if margin_harm < 1 or margin_perc < 1:
-        raise ChromarayError("HPSS margins must be >= 1.0")
-    harm = median_along_time(S, size=int(win_harm), lengths=lengths)
-    perc = median_along_freq(S, size=int(win_perc))
-    split_zeros = margin_harm == 1 and margin_perc == 1
-    mask_harm = softmask(harm, perc * margin_harm, power=power, split_zeros=split_zeros)
-    mask_perc = softmask(perc, harm * margin_perc, power=power, split_zeros=split_zeros)
-    return mask_harm, mask_perc
+    return _masks(S, kernel_size=kernel_size, power=power, margin=margin, lengths=lengths,
+                  frame_offset=frame_offset, first=first, stop=stop, percussive=True)
 
 
 def hpss(

@@ -8,9 +8,9 @@ interior uses a running median:
 
 * NumPy, odd window: ``bottleneck.move_median`` (double heap, O(n log w)); the
   median of an odd window is one of its elements, so the result equals scipy's
-  exactly (bit for bit), which tests/test_dsp_hpss.py checks.
+  exactly (bit for bit), which tests/actors/dsp/test_hpss.py checks.
 * CuPy, or an even window (where bottleneck averages the two middle values but
-  scipy picks the upper one): ``scipy_for(xp).ndimage.median_filter`` on the
+  scipy picks the upper one): ``ndimage_for(xp).median_filter`` on the
   gathered array, cropped to the fully-covered part.
 
 The gather also lets every track in a padded batch reflect at its *own* last
@@ -23,19 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from actors.dsp.xp import get_xp
+from actors.dsp.xp import get_xp, ndimage_for
 
-
-def ndimage_for(xp: Any) -> Any:
-    """``scipy.ndimage`` or ``cupyx.scipy.ndimage`` (imported explicitly: submodules
-    of cupyx.scipy are not loaded by ``import cupyx.scipy``)."""
-    if xp is np:
-        import scipy.ndimage as nd
-
-        return nd
-    import cupyx.scipy.ndimage as nd
-
-    return nd
+__all__ = ["median_along_freq", "median_along_time", "reflect_index"]
 
 
 def reflect_index(i: Any, n: Any, *, xp: Any = np) -> Any:

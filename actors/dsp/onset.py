@@ -11,7 +11,9 @@ and trimmed to T frames.
 librosa clips at (max over the whole array - top_db); here the max is taken
 PER TRACK over its own valid frames (``lengths``), so a padded batch gives each
 track its solo result. A caller processing a track in pieces passes that
-reference explicitly (``ref_db``).
+reference explicitly (``ref_db``) and says which frames it holds and wants
+(``frame_offset``, ``first``, ``stop`` of :func:`onset_strength_from_mel_db`);
+``onset_strength_from_power`` is that same function on a whole padded batch.
 
 ``tempo`` reproduces ``librosa.feature.tempo(onset_envelope=...)`` (global
 tempo: mean autocorrelation tempogram weighted by a log-normal prior).
@@ -24,8 +26,13 @@ from typing import Any
 import numpy as np
 
 from actors.dsp.chroma import apply_filterbank
-from actors.dsp.stft import fft_module, frame
-from actors.dsp.xp import get_xp
+from actors.dsp.stft import frame
+from actors.dsp.xp import fft_module, get_xp, ndimage_for, to_numpy
+from actors.errors import ChromarayError
+
+__all__ = ["AMIN", "db_reference", "mel_db", "mel_filterbank", "onset_flux", "onset_from_flux",
+           "onset_pad_width", "onset_strength_from_mel_db", "onset_strength_from_power", "tempo",
+           "tempo_frequencies"]
 
 AMIN = 1e-10
 
@@ -52,12 +59,21 @@ def mel_db(S_power: Any, mel_fb: Any) -> Any:
     return 10.0 * xp.log10(xp.maximum(M, xp.float32(AMIN)))
 
 
-def db_reference(M_db: Any, *, valid: Any = None) -> Any:
-    """Per-track max of unclipped mel dB (B, n_mels, T) -> (B,), over frames where
-    ``valid`` (B, T) is true (all frames if None). -100 dB (= amin) if none."""
+def db_reference(M_db: Any, *, lengths: Any = None, frame_offset: int = 0) -> Any:
+    """Per-track max of unclipped mel dB (B, n_mels, G) -> (B,) (librosa's top_db reference).
+
+    M_db holds frames [frame_offset, frame_offset + G) of each track; only
+    frames in [0, lengths[b]) count (``lengths`` None: every frame from 0 on),
+    so zero padding past a track's end and context before its start are
+    ignored. -100 dB (= amin) when no frame counts. (n_mels, G) -> scalar.
+    """
     xp = get_xp(M_db)
     frame_max = xp.max(M_db, axis=-2)
-    if valid is not None:
+    if lengths is not None or frame_offset < 0:
+        frames = frame_offset + xp.arange(M_db.shape[-1])
+        valid = frames >= 0
+        if lengths is not None:
+            valid = valid & (frames < xp.asarray(lengths).reshape(-1, 1))
         frame_max = xp.where(valid, frame_max, xp.float32(10.0 * math.log10(AMIN)))
     return xp.max(frame_max, axis=-1)
 
@@ -74,15 +90,64 @@ def onset_flux(M_db: Any, *, ref_db: Any, top_db: float | None = 80.0, lag: int 
     if top_db is not None:
         floor = (xp.asarray(ref_db, dtype=M_db.dtype) - xp.float32(top_db))[..., None, None]
         D = xp.maximum(M_db, floor)
-    if max_size == 1:
-        R = D
-    else:
-        from actors.dsp.median import ndimage_for
-
-        R = ndimage_for(xp).maximum_filter1d(D, max_size, axis=-2)
+    R = D if max_size == 1 else ndimage_for(xp).maximum_filter1d(D, max_size, axis=-2)
     flux = D[..., lag:] - R[..., :-lag]
     flux = xp.maximum(flux, 0)
     return xp.mean(flux, axis=-2)
+
+
+def onset_from_flux(flux: Any, *, pad: int, first: int, stop: int, frame_offset: int = 0) -> Any:
+    """Onset frames [first, stop) (B, stop - first) from flux (B, K) of frames held from ``frame_offset``.
+
+    librosa's "center" shift and trim: onset[t] = flux[t - pad - frame_offset]
+    where that flux value exists and t >= pad (no onset before the first lag
+    plus half window), else 0; ``pad`` is :func:`onset_pad_width`. A whole
+    track of T frames is first=0, stop=T, frame_offset=0.
+    """
+    xp = get_xp(flux)
+    b, k_max = flux.shape[-2:]
+    if stop < first:
+        raise ChromarayError(f"onset frames [{first}, {stop}) are reversed")
+    if k_max == 0:  # a single frame has no flux
+        return xp.zeros((b, stop - first), dtype=xp.float32)
+    t = xp.arange(first, stop)
+    k = t - pad - frame_offset
+    ok = (t - pad >= 0) & (k >= 0) & (k < k_max)
+    picked = xp.take(flux, xp.clip(k, 0, k_max - 1), axis=-1)
+    return xp.where(ok[None, :], picked, xp.float32(0))
+
+
+def onset_strength_from_mel_db(
+    M_db: Any,
+    *,
+    n_fft: int = 2048,
+    hop_length: int = 512,
+    lag: int = 1,
+    max_size: int = 1,
+    top_db: float | None = 80.0,
+    center: bool = True,
+    lengths: Any = None,
+    ref_db: Any = None,
+    frame_offset: int = 0,
+    first: int | None = None,
+    stop: int | None = None,
+) -> Any:
+    """Onset strength (B, stop - first) float32 from unclipped mel dB (B, n_mels, G).
+
+    M_db holds frames [frame_offset, frame_offset + G) of each track (a padded
+    batch: frame_offset 0; a time span: the frames it needs as context too);
+    the result covers frames [first, stop) (default: the frames held).
+    ``lengths`` (B,): each track's total frame count (the top_db reference
+    ignores frames past it and before 0). ``ref_db`` (B,): an explicit
+    per-track reference (dB) instead of the max over the valid frames held.
+    """
+    if ref_db is None:
+        ref_db = db_reference(M_db, lengths=lengths, frame_offset=frame_offset)
+    flux = onset_flux(M_db, ref_db=ref_db, top_db=top_db, lag=lag, max_size=max_size)
+    first = frame_offset if first is None else first
+    stop = frame_offset + M_db.shape[-1] if stop is None else stop
+    pad = onset_pad_width(n_fft=n_fft, hop_length=hop_length, lag=lag, center=center)
+    return onset_from_flux(flux, pad=pad, frame_offset=frame_offset, first=first, stop=stop)
 
 
 def onset_strength_from_power(
@@ -104,24 +169,11 @@ def onset_strength_from_power(
     ignores frames past them). ``ref_db`` (B,): explicit per-track reference
     (dB) instead of the max over the frames given.
     """
-    xp = get_xp(S_power)
     lead = S_power.shape[:-2]
     S3 = S_power.reshape((-1, *S_power.shape[-2:]))
-    b, _, t = S3.shape
-    M_db = mel_db(S3, mel_fb)
-    if ref_db is None:
-        valid = None
-        if lengths is not None:
-            lens = xp.asarray(lengths).reshape(b, 1)
-            valid = xp.arange(t)[None, :] < lens
-        ref_db = db_reference(M_db, valid=valid)
-    flux = onset_flux(M_db, ref_db=ref_db, top_db=top_db, lag=lag, max_size=max_size)
-    pad = onset_pad_width(n_fft=n_fft, hop_length=hop_length, lag=lag, center=center)
-    # librosa's output always has T frames: (T - lag) flux values shifted by pad, trimmed
-    out = xp.zeros((b, t), dtype=xp.float32)
-    n = min(t - pad, flux.shape[-1])
-    if n > 0:
-        out[:, pad : pad + n] = flux[:, :n]
+    out = onset_strength_from_mel_db(mel_db(S3, mel_fb), n_fft=n_fft, hop_length=hop_length, lag=lag,
+                                     max_size=max_size, top_db=top_db, center=center, lengths=lengths,
+                                     ref_db=ref_db)
     return out.reshape(lead + out.shape[-1:])
 
 
@@ -175,7 +227,7 @@ def tempo(
         norm = xp.max(xp.abs(ac), axis=-1, keepdims=True)
         norm = xp.where(norm < tiny, 1.0, norm)
         total += xp.sum(ac / norm, axis=0)
-    tg = np.asarray(total.get() if hasattr(total, "get") else total) / max(n, 1)
+    tg = to_numpy(total) / max(n, 1)
     bpms = tempo_frequencies(win, sr=sr, hop_length=hop_length)
     with np.errstate(divide="ignore"):
         logprior = -0.5 * ((np.log2(bpms) - np.log2(start_bpm)) / std_bpm) ** 2

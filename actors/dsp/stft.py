@@ -4,7 +4,7 @@ All functions are pure, take their array module from the input (NumPy or
 CuPy; the output stays where the input was) and keep any leading batch axes.
 Single precision throughout: float32 signals give complex64 spectra, like
 ``librosa.stft`` (which computes in float64 and casts; the difference is a few
-1e-7 of the spectrum's peak, see tests/test_dsp_stft.py).
+1e-7 of the spectrum's peak, see tests/actors/dsp/test_stft.py).
 """
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from actors.dsp.xp import get_xp
+from actors.dsp.xp import fft_module, get_xp
 from actors.errors import ChromarayError
+
+__all__ = ["frame", "get_window", "magnitude_spectrogram", "n_frames", "power_spectrogram", "stft"]
 
 #: frames are transformed in blocks of this many so the float32 framed copy
 #: (block x n_fft) stays small next to the complex output.
@@ -27,16 +29,6 @@ def _host_window(window: str, n_fft: int) -> np.ndarray:
     import scipy.signal
 
     return scipy.signal.get_window(window, n_fft, fftbins=True).astype(np.float32)
-
-
-def fft_module(xp: Any) -> Any:
-    """``scipy.fft`` for NumPy (pocketfft in single precision: ~5x faster than
-    ``numpy.fft`` on float32 here, and what librosa uses) or ``cupy.fft``."""
-    if xp is np:
-        import scipy.fft
-
-        return scipy.fft
-    return xp.fft
 
 
 def get_window(window: str, n_fft: int, *, xp: Any = np) -> Any:

@@ -25,6 +25,9 @@ from typing import Any
 from actors.config import BatchConfig
 from actors.dsp.xp import cupy_or_none
 
+__all__ = ["CGROUP_ROOT", "MEMINFO", "PeakMemory", "PlannedBatch", "budget_bytes", "cgroup_free_bytes",
+           "free_memory_bytes", "is_oom", "meminfo_available_bytes", "plan_batches"]
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MEMINFO = Path("/proc/meminfo")
 
@@ -146,7 +149,9 @@ def _cupy_peak_hook() -> Any:
     if cp is None:
         raise RuntimeError("GPU requested but CuPy has no usable device")
 
-    class _Hook(cp.cuda.MemoryHook):  # type: ignore[misc, name-defined]
+    hook_base: Any = cp.cuda.MemoryHook  # typed Any: whether cupy's stubs resolve varies by machine
+
+    class _Hook(hook_base):
         name = "chromaray_peak"
 
         def __init__(self) -> None:

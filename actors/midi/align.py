@@ -20,6 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["DEFAULT_RATE_HZ", "DEFAULT_SMOOTH_S", "MATCH_VERSION", "Alignment", "align", "cens", "coarsen", "profile",
+           "unit_columns"]
+
+
 #: Bump when the CENS / DTW / score definition changes (stored with match rows).
 MATCH_VERSION = "a2"
 DEFAULT_RATE_HZ = 5.0

@@ -23,6 +23,12 @@ import numpy as np
 
 from actors.errors import InputFileError
 
+__all__ = ["MAX_DURATION_S", "MIDI_ANALYSIS_VERSION", "PITCH_CLASSES", "TOKENIZER_NAME", "MidiAnalysis",
+           "analyze_midi", "default_tokenizer", "estimate_key", "make_tokenizer", "midi_chroma_frames",
+           "midi_features_version", "midi_heard_chroma", "midi_onset_frames", "n_frames_for", "parse_score",
+           "piano_roll", "tokenize", "vocab_json"]
+
+
 #: Bump when anything that changes stored MIDI rows changes (chroma, onset, notes, stats).
 MIDI_ANALYSIS_VERSION = "m1"
 #: Name stored with every token row; bump the suffix when the tokenizer config changes.
@@ -118,7 +124,7 @@ def _header(data: bytes) -> tuple[int, int, int]:
     return fmt, ntrk, division
 
 
-def parse_score(data: bytes):
+def parse_score(data: bytes) -> Any:
     """symusic ``Score`` (tick time) of a type 0/1 MIDI file; InputFileError otherwise."""
     from symusic import Score
 
@@ -147,7 +153,7 @@ def parse_score(data: bytes):
 # ----------------------------------------------------------------------------- features
 
 
-def _notes_of(score_s) -> dict[str, np.ndarray]:
+def _notes_of(score_s: Any) -> dict[str, np.ndarray]:
     """Note table of a second-time symusic Score (see MidiAnalysis.notes)."""
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("pitch", "start", "end", "velocity", "program", "is_drum")}
     for track in score_s.tracks:
@@ -183,7 +189,8 @@ def _frame_span(notes: dict[str, np.ndarray], frame_rate_hz: float, n_frames: in
     return np.clip(a, 0, n_frames), np.clip(b, 0, n_frames)
 
 
-def _accumulate(rows: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray, n_rows: int, n_frames: int) -> np.ndarray:
+def _accumulate(rows: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray, n_rows: int,
+                n_frames: int) -> np.ndarray:
     """(n_rows, n_frames) sum of weight ``w`` over frames [a, b) of each row (difference array)."""
     diff = np.zeros((n_rows, n_frames + 1), np.float64)
     np.add.at(diff, (rows, a), w)
@@ -281,7 +288,7 @@ def estimate_key(pc_weights: np.ndarray) -> str:
     return name
 
 
-def _tempo_map(score_s) -> list[tuple[float, float]]:
+def _tempo_map(score_s: Any) -> list[tuple[float, float]]:
     out: list[tuple[float, float]] = []
     for t in score_s.tempos:
         time_s, bpm = float(t.time), float(t.qpm)
@@ -296,7 +303,7 @@ def _tempo_map(score_s) -> list[tuple[float, float]]:
     return [(round(t, 6), round(b, 4)) for t, b in out]
 
 
-def _time_signatures(score_s) -> list[tuple[float, int, int]]:
+def _time_signatures(score_s: Any) -> list[tuple[float, int, int]]:
     out: list[tuple[float, int, int]] = []
     for ts in score_s.time_signatures:
         item = (float(ts.time), int(ts.numerator), int(ts.denominator))
@@ -311,7 +318,7 @@ def _time_signatures(score_s) -> list[tuple[float, int, int]]:
     return [(round(t, 6), n, d) for t, n, d in out]
 
 
-def _stats(notes: dict[str, np.ndarray], score_s, duration_s: float, frame_rate_hz: float,
+def _stats(notes: dict[str, np.ndarray], score_s: Any, duration_s: float, frame_rate_hz: float,
            n_frames: int, fmt: int, tpq: int) -> dict[str, Any]:
     pitched = ~notes["is_drum"]
     n = len(notes["pitch"])
@@ -352,7 +359,7 @@ def _stats(notes: dict[str, np.ndarray], score_s, duration_s: float, frame_rate_
 # ----------------------------------------------------------------------------- tokens
 
 
-def make_tokenizer():
+def make_tokenizer() -> Any:
     """The project's fixed REMI tokenizer (miditok), built offline from code (TOKENIZER_NAME).
 
     REMI (Huang & Yang 2020): Bar / Position / Program / Pitch / Velocity / Duration tokens,
@@ -385,12 +392,12 @@ def make_tokenizer():
 
 
 @lru_cache(maxsize=1)
-def default_tokenizer():
+def default_tokenizer() -> Any:
     """One tokenizer per process (building it costs ~ms, but workers call us per file)."""
     return make_tokenizer()
 
 
-def tokenize(score_tick, tokenizer=None) -> list[int]:
+def tokenize(score_tick: Any, tokenizer: Any = None) -> list[int]:
     """Token ids of a tick-time symusic Score (one stream for all tracks)."""
     tok = tokenizer if tokenizer is not None else default_tokenizer()
     seq = tok.encode(score_tick)
@@ -399,7 +406,7 @@ def tokenize(score_tick, tokenizer=None) -> list[int]:
     return [int(i) for i in seq.ids]
 
 
-def vocab_json(tokenizer=None) -> str:
+def vocab_json(tokenizer: Any = None) -> str:
     """JSON for <out>/tokens/vocab.json.
 
     Keys: ``tokenizer`` (TOKENIZER_NAME, what token rows store), ``vocab_size``, ``vocab``
@@ -420,7 +427,7 @@ def vocab_json(tokenizer=None) -> str:
 # ----------------------------------------------------------------------------- entry point
 
 
-def analyze_midi(data: bytes, *, frame_rate_hz: float, tokenizer=None) -> MidiAnalysis:
+def analyze_midi(data: bytes, *, frame_rate_hz: float, tokenizer: Any = None) -> MidiAnalysis:
     """Parse MIDI ``data`` and derive everything stored for it.
 
     Raises InputFileError(stage='midi') for empty, non-MIDI, corrupt, type 2 or note-less

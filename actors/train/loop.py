@@ -1,7 +1,8 @@
 """Ray Train per-worker loop (TorchTrainer + DDP) for chromaray sequence models.
 
-The driver (``pipeline.train.driver``) builds the datasets and the config; this
-function runs in every training worker:
+The driver (``pipeline.train.driver``) builds the datasets and the
+:class:`~actors.train.config.LoopConfig`, passed as ``train_loop_config={"loop": cfg}``
+(Ray Train hands the loop a dict); this function runs in every training worker:
 
 - data: ``ray.train.get_dataset_shard("train")`` yields windows ``x`` of
   ``seq_len + 1`` steps (tokens ``(B, L+1)`` int64, frames ``(B, L+1, 13)``
@@ -13,7 +14,7 @@ function runs in every training worker:
   run name is started again) restores all of it and training continues from
   that step.
 - metrics: rank 0 hands per-step rows ``{step, loss, lr, items_per_s, split}``
-  to ``config["metrics_sink"]`` (a picklable callable from the driver, which
+  to ``cfg.metrics_sink`` (a picklable callable from the driver, which
   writes SQLite: one writer) every ``log_every`` steps and at checkpoints.
 - final evaluation: rank 0 evaluates the unsplit ``eval`` dataset with the
   unwrapped model (no DDP collectives) and returns ``eval_loss`` to the driver.
@@ -27,13 +28,20 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from actors.train.models import ModelSpec, build_model, items_in, load_model, save_model, sequence_loss, split_batch
+from actors.errors import ChromarayError
+from actors.train.config import FaultInjection, LoopConfig
+from actors.train.models import build_model, items_in, load_model, save_model, sequence_loss, split_batch
+
+__all__ = ["LOOP_CONFIG_KEY", "loop_config_of", "train_loop_per_worker"]
+
+#: The one key of ``train_loop_config``: ``{"loop": LoopConfig}``.
+LOOP_CONFIG_KEY = "loop"
 
 
 def _lr_lambda(max_steps: int, warmup: int) -> Callable[[int], float]:
@@ -48,40 +56,48 @@ def _lr_lambda(max_steps: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
-def _pick_device(config: dict, world_size: int) -> torch.device:
+def loop_config_of(config: Mapping[str, Any]) -> LoopConfig:
+    """The :class:`LoopConfig` inside Ray Train's ``train_loop_config`` dict."""
+    cfg = config.get(LOOP_CONFIG_KEY)
+    if not isinstance(cfg, LoopConfig) or len(config) != 1:
+        raise ChromarayError(f"train_loop_config must be {{{LOOP_CONFIG_KEY!r}: LoopConfig}}, got keys "
+                             f"{sorted(config)}")
+    return cfg
+
+
+def _pick_device(cfg: LoopConfig, world_size: int) -> torch.device:
     import ray.train.torch
 
     dev = ray.train.torch.get_device()
-    if dev.type == "cpu" and config.get("device") in ("auto", "mps") and world_size == 1:
-        # Ray Train only knows CUDA; a single worker on a Mac can use MPS.
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
+    # Ray Train only knows CUDA; a single worker on a Mac can use MPS.
+    if (dev.type == "cpu" and cfg.device in ("auto", "mps") and world_size == 1
+            and torch.backends.mps.is_available()):
+        return torch.device("mps")
     return dev
 
 
-def _build(config: dict, ckpt_dir: Path | None) -> tuple[torch.nn.Module, dict]:
+def _build(cfg: LoopConfig, ckpt_dir: Path | None) -> tuple[torch.nn.Module, dict]:
     """Model on CPU (fresh, from a base + new LoRA, or from a checkpoint) and the saved state."""
-    spec = ModelSpec.from_dict(config["model"])
     state: dict = {}
     if ckpt_dir is not None:
         state = json.loads((ckpt_dir / "state.json").read_text())
-    if config.get("mode") == "lora":
+    if cfg.mode == "lora":
         from actors.train.models.lora import apply_lora, load_adapter
 
-        base = load_model(config["base"], backend="mambapy")
+        assert cfg.base is not None  # LoopConfig checks it
+        base = load_model(cfg.base, backend="mambapy")
         if ckpt_dir is not None:
             return load_adapter(base, ckpt_dir / "adapter", trainable=True), state
-        lc = config.get("lora") or {}
-        return apply_lora(base, r=int(lc.get("r", 8)), alpha=int(lc.get("alpha", 16)),
-                          dropout=float(lc.get("dropout", 0.0))), state
+        return apply_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout), state
     if ckpt_dir is not None:
         return load_model(ckpt_dir), state
-    return build_model(spec), state
+    return build_model(cfg.model), state
 
 
-def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, scaler, state: dict,
-                     mode: str) -> None:
-    inner = getattr(model, "module", model)
+def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
+                     state: dict, mode: str) -> None:
+    inner: Any = getattr(model, "module", model)  # DDP wrapper (around a peft model in lora mode)
     if mode == "lora":
         from actors.train.models.lora import save_adapter
 
@@ -94,12 +110,11 @@ def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, schedul
     (directory / "state.json").write_text(json.dumps(state))
 
 
-def _maybe_inject_fault(config: dict, rank: int, step: int) -> None:
+def _maybe_inject_fault(fault: FaultInjection | None, rank: int, step: int) -> None:
     """Testing hook: one worker dies hard once at a given step (marker file guards "once")."""
-    fault = config.get("fault")
-    if not fault or rank != int(fault.get("rank", 0)) or step != int(fault["step"]):
+    if fault is None or rank != fault.rank or step != fault.step:
         return
-    marker = Path(fault["marker"])
+    marker = Path(fault.marker)
     if marker.exists():
         return
     import ray.train
@@ -114,7 +129,7 @@ def _maybe_inject_fault(config: dict, rank: int, step: int) -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Body of ``TorchTrainer(train_loop_per_worker=...)``; see the module docstring for config keys.
+    """Body of ``TorchTrainer(train_loop_per_worker=...)``; ``config`` is ``{"loop": LoopConfig}``.
 
     Rank 0 returns the final metrics (``step``, ``start_step`` of this attempt,
     ``loss``, ``eval_loss``, ``eval_items``): Ray Train V2 hands rank 0's return
@@ -124,35 +139,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train.torch
     import torch.distributed as dist
 
+    cfg = loop_config_of(config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(int(config.get("seed", 0)) + rank)
-    task = config["model"]["task"]
-    mode = config.get("mode", "scratch")
-    max_steps = int(config["max_steps"])
-    batch_size = int(config["batch_size"])
-    ckpt_every = max(1, int(config.get("checkpoint_every", 50)))
-    log_every = max(1, int(config.get("log_every", 10)))
-    sink = config.get("metrics_sink") if rank == 0 else None
+    torch.manual_seed(cfg.seed + rank)
+    task, mode, max_steps, batch_size = cfg.task, cfg.mode, cfg.max_steps, cfg.batch_size
+    sink = cfg.metrics_sink if rank == 0 else None
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            model, state = _build(config, Path(d))
+            model, state = _build(cfg, Path(d))
             opt_state = torch.load(Path(d) / "optim.pt", map_location="cpu", weights_only=False)
     else:
-        model, state = _build(config, None)
+        model, state = _build(cfg, None)
         opt_state = None
     start_step = int(state.get("step", 0))
     epoch = int(state.get("epoch", 0))
 
-    device = _pick_device(config, world)
+    device = _pick_device(cfg, world)
     model = model.to(device) if device.type == "mps" else ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.01)))
-    warmup = int(config.get("warmup_steps", max(1, min(100, max_steps // 10))))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(max_steps, warmup))
-    precision = config.get("precision", "fp32") if device.type == "cuda" else "fp32"
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(max_steps, cfg.warmup_steps))
+    precision = cfg.precision if device.type == "cuda" else "fp32"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     if opt_state is not None:
@@ -189,7 +199,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                 scaler.unscale_(optimizer)
             else:
                 loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, float(config.get("grad_clip", 1.0)))
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -198,7 +208,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             step += 1
-            _maybe_inject_fault(config, rank, step)
+            _maybe_inject_fault(cfg.fault, rank, step)
 
             loss_t = loss.detach().float().reshape(1)
             if world > 1 and dist.is_initialized():
@@ -210,11 +220,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             t_last = now
             pending.append({"step": step, "loss": last_loss, "lr": lr, "items_per_s": items_per_s,
                             "split": "train"})
-            if step % log_every == 0:
+            if step % cfg.log_every == 0:
                 flush()
             metrics = {"step": step, "loss": last_loss, "lr": lr, "items_per_s": items_per_s,
                        "start_step": start_step, "epoch": epoch}
-            if step % ckpt_every == 0 or step == max_steps:
+            if step % cfg.checkpoint_every == 0 or step == max_steps:
                 flush()
                 st = {"step": step, "epoch": epoch, "mode": mode, "loss": last_loss}
                 if rank == 0:

@@ -17,6 +17,10 @@ from pathlib import Path
 from actors.errors import ChromarayError
 from pipeline.config import AUDIO_EXTENSIONS, MIDI_EXTENSIONS
 
+__all__ = ["HASH_BLOCK", "FoundFile", "ManifestRow", "build_manifest", "content_hash", "discover", "input_root",
+           "kind_of"]
+
+
 HASH_BLOCK = 1 << 20
 
 
@@ -47,6 +51,11 @@ def kind_of(path: str | os.PathLike) -> str | None:
     return None
 
 
+def input_root(raw: str | os.PathLike) -> str:
+    """An input path as every step compares it: ``~`` expanded, absolute (links kept as given)."""
+    return os.path.abspath(os.path.expanduser(os.fspath(raw)))
+
+
 def discover(paths: Iterable[str | os.PathLike]) -> list[FoundFile]:
     """Audio and MIDI files under ``paths`` (files or folders), sorted, no duplicates.
 
@@ -55,7 +64,7 @@ def discover(paths: Iterable[str | os.PathLike]) -> list[FoundFile]:
     """
     found: dict[str, FoundFile] = {}
     for raw in paths:
-        root = Path(raw).expanduser()
+        root = Path(input_root(raw))
         if not root.exists():
             raise ChromarayError(f"input path {raw} does not exist")
         for file in _walk(root):
@@ -107,7 +116,8 @@ def content_hash(path: str) -> str:
     return h.hexdigest()
 
 
-def build_manifest(files: Iterable[FoundFile], known: Mapping[str, tuple[int, int, str]] | None = None) -> list[ManifestRow]:
+def build_manifest(files: Iterable[FoundFile],
+                   known: Mapping[str, tuple[int, int, str]] | None = None) -> list[ManifestRow]:
     """Hash each file; ``known`` maps path -> (size, mtime_ns, hash) from the last run."""
     known = known or {}
     rows = []
@@ -119,10 +129,11 @@ def build_manifest(files: Iterable[FoundFile], known: Mapping[str, tuple[int, in
         try:
             digest = content_hash(f.path)
         except PermissionError:
-            rows.append(ManifestRow(f.path, f.kind, f.size_bytes, f.mtime_ns, "", "permission denied: cannot read the file"))
-            continue
+            reason = "permission denied: cannot read the file"
         except OSError as exc:
-            rows.append(ManifestRow(f.path, f.kind, f.size_bytes, f.mtime_ns, "", f"cannot read the file: {exc.strerror}"))
+            reason = f"cannot read the file: {exc.strerror}"
+        else:
+            rows.append(ManifestRow(f.path, f.kind, f.size_bytes, f.mtime_ns, digest))
             continue
-        rows.append(ManifestRow(f.path, f.kind, f.size_bytes, f.mtime_ns, digest))
+        rows.append(ManifestRow(f.path, f.kind, f.size_bytes, f.mtime_ns, "", reason))
     return rows

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = ["AUDIO_SECONDS", "BATCH_SIZE", "DEVICE_MEMORY", "ERRORS", "TRACKS", "RunMetrics"]
+
+
 # Prometheus metric names (before Ray's "ray_" prefix).
 TRACKS = "chromaray_tracks_processed"
 AUDIO_SECONDS = "chromaray_audio_seconds_processed"

@@ -11,8 +11,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from pipeline.config import ChromarayConfig
-from pipeline.ingest.discover import ManifestRow
+from pipeline.ingest.discover import ManifestRow, input_root
 from pipeline.store import ErrorRow, Track, TrackPath
+
+__all__ = ["WorkPlan", "apply_path_changes", "plan_work", "versions_for"]
 
 
 def versions_for(cfg: ChromarayConfig) -> dict[str, str]:
@@ -67,7 +69,7 @@ def plan_work(engine: Engine, manifest: Sequence[ManifestRow], roots: Sequence[s
         else:
             skipped += 1  # byte-identical copy: computed once, recorded at both paths
     seen = {r.path for r in manifest}
-    roots_abs = [os.path.abspath(r) for r in roots]
+    roots_abs = [input_root(r) for r in roots]
     stale = [p for p in recorded if p not in seen and any(p == r or p.startswith(r.rstrip(os.sep) + os.sep)
                                                           for r in roots_abs)]
     return WorkPlan(list(to_process.values()), paths_by_hash, path_updates, stale, read_errors, copied_errors,

@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from pipeline.store import ProgressEvent
 
+__all__ = ["Progress"]
+
 
 class Progress:
     def __init__(self, engine: Engine, run_id: str, total: int, *, interval_s: float = 2.0, show: bool = True,

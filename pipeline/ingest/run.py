@@ -6,7 +6,7 @@ through Ray Data, store the results.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,8 @@ from pipeline.ingest.sink import ResultSink
 from pipeline.runtime import STOP_REQUESTED, apply_stage
 from pipeline.store import Run, TrackPath, finish_run, known_parts, new_run, open_db, utcnow
 from pipeline.store.parquet import prepare_out_dir, remove_orphans
+
+__all__ = ["RunSummary", "feature_resources", "run_fingerprint"]
 
 
 @dataclass
@@ -63,7 +65,7 @@ def feature_resources(cfg: ChromarayConfig, cpus: float, gpus: float) -> tuple[R
 def run_fingerprint(inputs: Sequence[str], *, db: str, out: str, cfg: ChromarayConfig | None = None,
                     address: str | None = None, verbose: bool = False, show_progress: bool = True,
                     retry_errors: bool = False, num_cpus: int | None = None, name: str | None = None,
-                    log=print) -> RunSummary:
+                    log: Callable[[str], object] = print) -> RunSummary:
     cfg = cfg or ChromarayConfig()
     t0 = time.monotonic()
     engine = open_db(db)
@@ -85,7 +87,7 @@ def run_fingerprint(inputs: Sequence[str], *, db: str, out: str, cfg: ChromarayC
         summary.skipped, summary.known_errors = plan.skipped, plan.known_errors
         summary.path_updates = len(plan.path_updates)
         with Session(engine) as s, s.begin():
-            run = s.get(Run, run_id)
+            run = s.get_one(Run, run_id)
             run.n_total, run.n_skipped = len(plan.to_process) + len(plan.read_errors), plan.skipped
         sink = ResultSink(engine, out_dir, run_id, dsp=cfg.dsp, versions=versions, paths_by_hash=plan.paths_by_hash,
                           rows_per_part=cfg.pipeline.parquet_rows_per_part, metrics=_metrics(run_id))
@@ -141,7 +143,7 @@ def _start_ray(engine: Engine, run_id: str, address: str | None, verbose: bool, 
 
     info = init_ray(address, verbose=verbose, num_cpus=num_cpus)
     with Session(engine) as s, s.begin():
-        run = s.get(Run, run_id)
+        run = s.get_one(Run, run_id)
         run.ray_address, run.ray_dashboard_url, run.updated_at = info.address, info.dashboard_url, utcnow()
     return info
 

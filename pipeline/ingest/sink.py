@@ -5,6 +5,10 @@ have arrived: Parquet part first (atomic rename), then one SQLite
 transaction that lists the part and inserts the track's rows. A crash in
 between leaves an unlisted part (removed next run) and no rows (recomputed
 next run), so nothing is lost and nothing is duplicated.
+
+The DSP settings of each features version written are stored in the same
+transaction as its first rows (table analysis_settings), and every stored rate is
+the track's own: readers analyse their queries exactly like the library.
 """
 from __future__ import annotations
 
@@ -25,8 +29,22 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.config import DSPConfig
-from pipeline.store import BatchLog, ErrorRow, Feature, Fingerprint, ParquetPart, Run, Track, TrackPath, utcnow
+from actors.fingerprint import DECIMATE
+from pipeline.store import (
+    BatchLog,
+    ErrorRow,
+    Feature,
+    Fingerprint,
+    ParquetPart,
+    Run,
+    Track,
+    TrackPath,
+    record_settings,
+    utcnow,
+)
 from pipeline.store.parquet import list_of_matrices, list_of_vectors, write_part
+
+__all__ = ["Finished", "ResultSink", "SinkCounts", "midi_tables"]
 
 
 @dataclass
@@ -69,8 +87,9 @@ class ResultSink:
         self._batch_logs: list[dict[str, Any]] = []
         self._recent: deque[dict[str, Any]] = deque(maxlen=20)
         self._seq = 0
-        self._extractor = None
+        self._extractor: Any = None
         self._last_flush = time.monotonic()
+        self._settings_recorded: set[str] = set()
 
     # -- intake ---------------------------------------------------------
     def add(self, table: pa.Table) -> None:
@@ -89,7 +108,7 @@ class ResultSink:
         if len(self._ready) >= self.rows_per_part or time.monotonic() - self._last_flush > self.flush_interval_s:
             self.flush()
 
-    def _add_span(self, row: dict[str, Any], meta: dict[str, Any], payload: dict[str, Any]) -> None:
+    def _add_span(self, row: dict[str, Any], meta: dict[str, Any], payload: Any) -> None:
         h = row["content_hash"]
         self._spans.setdefault(h, {})[row["span_index"]] = payload["span"]
         if row["n_spans"] > 0:
@@ -103,7 +122,7 @@ class ResultSink:
         del self._n_spans[h]
         try:
             result = track_result(self._joiner().finalize_track([spans[i] for i in range(n)]), self.dsp)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a per-file boundary, like actors/stages.py: one error row
             self.error(row["path"], h, "features", f"could not join the spans of a long file: {exc}")
             return
         self._finish(row, meta, result)
@@ -134,8 +153,8 @@ class ResultSink:
 
     def _take_worker_log(self, text: str) -> None:
         info = json.loads(text)
-        for rec in info.get("batches", []):
-            rec = dict(rec, actor=info.get("worker", "?"))
+        for batch in info.get("batches", []):
+            rec = dict(batch, actor=info.get("worker", "?"))
             self._batch_logs.append(rec)
             self._recent.append(rec)
             if self.metrics is not None:
@@ -171,7 +190,11 @@ class ResultSink:
                     parts.append((write_part(self.out_dir, dataset, name, table), dataset, table.num_rows))
             if any(f.kind == "midi" for f in ready):
                 self._write_vocab()
+        unrecorded = sorted({f.kind for f in ready if self.versions[f.kind] not in self._settings_recorded})
         with Session(self.engine) as s, s.begin():
+            for kind in unrecorded:
+                # A MIDI version depends on the frame rate alone: any run's settings of that rate describe it.
+                record_settings(s, self.versions[kind], kind, self.dsp)
             for rel, dataset, n in parts:
                 s.add(ParquetPart(name=rel, dataset=dataset, run_id=self.run_id, n_rows=n))
             frames_part = next((rel for rel, ds, _ in parts if ds == "frames"), None)
@@ -191,6 +214,7 @@ class ResultSink:
                 run.n_errors += len(errors)
                 run.audio_seconds += sum(self._duration(f) for f in ready if f.kind == "audio")
                 run.updated_at = utcnow()
+        self._settings_recorded.update(self.versions[k] for k in unrecorded)
         for f in ready:
             self.counts.done += 1
             if f.kind == "audio":
@@ -215,9 +239,7 @@ class ResultSink:
     def _duration(self, f: Finished) -> float:
         if f.kind == "midi":
             return float(f.result.duration_s)
-        feats = f.result["features"]
-        return float(feats.n_samples) / self.dsp.sample_rate if hasattr(feats, "n_samples") else \
-            float(feats.n_frames - 1) * self.dsp.hop_length / self.dsp.sample_rate
+        return float(f.result["features"].n_samples) / self.dsp.sample_rate
 
     def _store_track(self, s: Session, f: Finished, frames_part: str | None) -> None:
         version = self.versions[f.kind]
@@ -243,7 +265,7 @@ class ResultSink:
                           key_estimate=_key_of(feats.chroma_mean)))
             codes = f.result["fp_codes"]
             s.add(Fingerprint(content_hash=f.content_hash, version=f.result["fp_version"],
-                              frame_rate_hz=_fp_rate(), n_codes=int(codes.size), codes=codes.tobytes()))
+                              frame_rate_hz=_code_rate(feats), n_codes=int(codes.size), codes=codes.tobytes()))
         else:
             m = f.result
             s.add(Track(content_hash=f.content_hash, kind="midi", format="MIDI", size_bytes=f.size_bytes,
@@ -251,7 +273,7 @@ class ResultSink:
                         parquet_part=frames_part, run_id=self.run_id))
             s.flush()
             tempo = float(m.tempo_map[0][1]) if m.tempo_map else 120.0
-            s.add(Feature(content_hash=f.content_hash, frame_rate_hz=self.dsp.frame_rate_hz, tempo_bpm=tempo,
+            s.add(Feature(content_hash=f.content_hash, frame_rate_hz=float(m.frame_rate_hz), tempo_bpm=tempo,
                           onset_mean=float(np.mean(m.onset)) if m.onset.size else 0.0,
                           onset_std=float(np.std(m.onset)) if m.onset.size else 0.0, harmonic_ratio=1.0, rms_mean=0.0,
                           chroma_mean=[float(x) for x in (m.chroma.mean(axis=1) if m.chroma.size else np.zeros(12))],
@@ -275,7 +297,9 @@ class ResultSink:
     def _tables(self, ready: list[Finished]) -> dict[str, pa.Table]:
         audio = [f for f in ready if f.kind == "audio"]
         midi = [f for f in ready if f.kind == "midi"]
-        rate = self.dsp.frame_rate_hz
+        # Each row's own rate: a reader of the frames never assumes the run's (or the default) settings.
+        rates = [float(f.result["features"].frame_rate_hz) for f in audio] + [float(f.result.frame_rate_hz)
+                                                                              for f in midi]
         chroma = [f.result["features"].chroma.T for f in audio] + [f.result.chroma.T for f in midi]
         onset = [f.result["features"].onset for f in audio] + [f.result.onset for f in midi]
         all_f = audio + midi
@@ -283,7 +307,7 @@ class ResultSink:
             "content_hash": [f.content_hash for f in all_f],
             "kind": [f.kind for f in all_f],
             "features_version": [self.versions[f.kind] for f in all_f],
-            "frame_rate_hz": pa.array([rate] * len(all_f), pa.float64()),
+            "frame_rate_hz": pa.array(rates, pa.float64()),
             "n_frames": pa.array([c.shape[0] for c in chroma], pa.int32()),
             "chroma": list_of_matrices([np.asarray(c, np.float32) for c in chroma], 12),
             "onset": list_of_vectors([np.asarray(o, np.float32) for o in onset], pa.float32()),
@@ -306,7 +330,7 @@ class ResultSink:
         fps = pa.table({
             "content_hash": [f.content_hash for f in audio],
             "version": [f.result["fp_version"] for f in audio],
-            "frame_rate_hz": pa.array([_fp_rate()] * len(audio), pa.float64()),
+            "frame_rate_hz": pa.array([_code_rate(x) for x in feats], pa.float64()),
             "codes": list_of_vectors([f.result["fp_codes"] for f in audio], pa.uint32()),
         })
         out = {"frames": frames, "tracks": tracks, "fingerprints": fps}
@@ -332,10 +356,9 @@ def midi_tables(items: list[tuple[str, Any]]) -> dict[str, pa.Table]:
     return {"midi_notes": pa.table(cols), "tokens": tokens}
 
 
-def _fp_rate() -> float:
-    from actors.fingerprint import FP_FRAME_RATE_HZ
-
-    return float(FP_FRAME_RATE_HZ)
+def _code_rate(feats: Any) -> float:
+    """Fingerprint codes per second of a track: one code every DECIMATE analysis frames."""
+    return float(feats.frame_rate_hz) / DECIMATE
 
 
 def _key_of(chroma_mean: Any) -> str:

@@ -1,1 +1,2 @@
-"""Queries on the fingerprints: the on-disk index, identify a clip, find duplicates."""
+"""Queries on the fingerprints: the on-disk index (index), the one alignment score (score),
+identify a clip (identify), find duplicates (duplicates)."""

@@ -1,10 +1,13 @@
 """Which tracks of the library are the same recording.
 
 Every indexed track is looked up as a query (its stored codes, on the same code grid) and
-pairs that verify at score <= :data:`DUPLICATE_SCORE` over an overlap of at least
-:data:`MIN_DUPLICATE_OVERLAP_S` (or 80 % of the shorter track) are joined into groups
-(union-find). Offsets come out of the votes, so trimmed or padded copies align; gain and
-codecs do not change the codes much (see actors.fingerprint).
+pairs that verify (pipeline.search.score) at score <= ``duplicate_score`` over an overlap of at
+least ``min_duplicate_overlap_s`` (or 80 % of the shorter track) and align clearly better than
+they mis-align (``min_alignment_contrast``) are joined into groups (union-find); thresholds are
+fields of :class:`pipeline.config.IdentifyConfig` (calibration: pipeline.search.identify).
+Offsets come out of the votes, so trimmed or padded copies align; gain and codecs do not change
+the codes much (see actors.fingerprint). Only tracks on the same code grid (same stored analysis
+frame rate) are compared: codes of other rates cannot align.
 """
 from __future__ import annotations
 
@@ -16,17 +19,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from actors.fingerprint import DECIMATE, N_BITS, popcount32
-from pipeline.search.identify import (
-    CONTRAST_SHIFTS,
-    DELTA_MASK,
-    DUPLICATE_SCORE,
-    MIN_ALIGNED_CODES,
-    MIN_ALIGNMENT_CONTRAST,
-    MIN_DUPLICATE_OVERLAP_S,
-)
+from actors.fingerprint import DECIMATE
+from pipeline.config import IdentifyConfig
 from pipeline.search.index import FingerprintIndex
+from pipeline.search.score import contrast, verify_codes
 from pipeline.store import TrackPath
+
+__all__ = ["DuplicateGroup", "find_duplicates"]
 
 
 @dataclass
@@ -38,31 +37,17 @@ class DuplicateGroup:
         return asdict(self)
 
 
-def _verify_codes(a: np.ndarray, b: np.ndarray, d: int) -> tuple[float, int]:
-    """Score (see ACCEPT_SCORE_*) of code sequences a and b with b[i + d] aligned to a[i]."""
-    lo = max(0, -d)
-    hi = min(len(a), len(b) - d)
-    if hi <= lo:
-        return 1.0, 0
-    x = a[lo:hi] ^ b[lo + d: hi + d]
-    ber = float(popcount32(x).sum()) / (N_BITS * len(x))
-    ber_d = float(popcount32(x & DELTA_MASK).sum()) / (12 * len(x))
-    return 0.5 * (ber + ber_d), len(x)
-
-
-def alignment_contrast(a: np.ndarray, b: np.ndarray, d: int) -> float:
-    """Median score at CONTRAST_SHIFTS around alignment ``d`` minus the score at ``d``."""
-    aligned, _ = _verify_codes(a, b, d)
-    shifted = [sc for sc, n in (_verify_codes(a, b, d + k) for k in CONTRAST_SHIFTS) if n >= MIN_ALIGNED_CODES]
-    return float(np.median(shifted)) - aligned if shifted else 0.0
-
-
-def find_duplicates(engine: Engine, *, max_score: float = DUPLICATE_SCORE,
-                    min_overlap_s: float = MIN_DUPLICATE_OVERLAP_S) -> list[DuplicateGroup]:
+def find_duplicates(engine: Engine, *, config: IdentifyConfig | None = None, max_score: float | None = None,
+                    min_overlap_s: float | None = None) -> list[DuplicateGroup]:
     """Groups of indexed tracks that are the same recording (see module doc).
 
-    Identical files (one content hash at several paths) form a group too, with similarity 1.
+    ``max_score`` and ``min_overlap_s`` override ``config.duplicate_score`` and
+    ``config.min_duplicate_overlap_s``. Identical files (one content hash at several paths)
+    form a group too, with similarity 1.
     """
+    cfg = config or IdentifyConfig()
+    max_score = cfg.duplicate_score if max_score is None else max_score
+    min_overlap_s = cfg.min_duplicate_overlap_s if min_overlap_s is None else min_overlap_s
     idx = FingerprintIndex.open(engine)
     keys = sorted(idx.tracks)
     edges: list[tuple[int, int, float, float]] = []  # (a, b, similarity, offset of b in a, s)
@@ -84,21 +69,22 @@ def find_duplicates(engine: Engine, *, max_score: float = DUPLICATE_SCORE,
         seen: set[int] = set()
         for cell in cells[strong][np.argsort(-counts[strong], kind="stable")]:
             b = int(cell // span)
-            if b in seen:
+            if b in seen or idx.tracks[b].frame_rate_hz != idx.tracks[a].frame_rate_hz:
                 continue
             seen.add(b)
             off = int(cell % span - span // 2)
             cb = idx.track_codes(b)
             best = (1.0, 0, off)
             for dd in range(off - 1, off + 2):
-                ber, n = _verify_codes(ca, cb, dd)
-                if n and ber < best[0]:
-                    best = (ber, n, dd)
-            ber, n, dd = best
+                v = verify_codes(ca, cb, dd)
+                if v.n and v.score < best[0]:
+                    best = (v.score, v.n, dd)
+            score, n, dd = best
             shorter = min(len(ca), len(cb))
-            if ber <= max_score and (n >= min_overlap_s * rate_a or n >= 0.8 * shorter) \
-                    and alignment_contrast(ca, cb, dd) >= MIN_ALIGNMENT_CONTRAST:
-                edges.append((a, b, 1.0 - ber / 0.5, dd / rate_a))
+            if score <= max_score and (n >= min_overlap_s * rate_a or n >= 0.8 * shorter) \
+                    and contrast(ca, cb, dd, shifts=cfg.contrast_shifts,
+                                 min_codes=cfg.min_aligned_codes) >= cfg.min_alignment_contrast:
+                edges.append((a, b, 1.0 - score / 0.5, dd / rate_a))
     # Union-find over edges.
     parent = {k: k for k in keys}
 

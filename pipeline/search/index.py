@@ -8,10 +8,13 @@ API for the pipeline (driver side, writable engine)
     index.remove_tracks(engine, [content_hash, ...])
     index.rebuild(engine)                     # from scratch, deterministic (same bytes every time)
     idx = index.FingerprintIndex.open(engine) # read side (identify, duplicates); read-only engine ok
+    engine = index.open_synced(db)            # read-only engine on a database whose index is up to date
 
 ``sync`` alone is enough at the end of a run: it indexes every row of ``fingerprints`` whose
 ``version`` is the current :data:`actors.fingerprint.FP_VERSION`, drops index entries whose
-track vanished or was re-fingerprinted (other version, other codes), and compacts when needed.
+track vanished or was re-fingerprinted (other version, other codes, other rate), and compacts when
+needed. Each indexed track keeps its own analysis frame rate (its fingerprint row's code rate x
+DECIMATE): libraries fingerprinted with other DSP settings are indexed at their true rate.
 On an empty index it is :func:`rebuild`. Rows of another version are never indexed, so a changed
 algorithm never mixes versions: the pipeline re-fingerprints, ``sync`` swaps them in.
 
@@ -51,13 +54,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, Table, delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.errors import ChromarayError
 from actors.fingerprint import DECIMATE, FP_VERSION
 from pipeline.store.models import Base, Fingerprint, FpIndexSegment, FpIndexTrack
+
+__all__ = [
+    "MAX_DEAD_FRACTION",
+    "MAX_SEGMENTS",
+    "TRACKS_PER_SEGMENT",
+    "FingerprintIndex",
+    "TrackInfo",
+    "add_tracks",
+    "build_postings",
+    "db_path",
+    "ensure_tables",
+    "index_dir",
+    "is_stale",
+    "maybe_compact",
+    "open_synced",
+    "rebuild",
+    "remove_tracks",
+    "stats",
+    "sync",
+]
 
 #: Compaction triggers.
 MAX_SEGMENTS = 12
@@ -91,7 +114,7 @@ def ensure_tables(engine: Engine) -> None:
     dropped (the next sync rebuilds the index from the fingerprints table)."""
     from sqlalchemy import inspect
 
-    tables = [FpIndexSegment.__table__, FpIndexTrack.__table__]
+    tables: list[Table] = [FpIndexSegment.__table__, FpIndexTrack.__table__]  # type: ignore[list-item]
     insp = inspect(engine)
     for t in tables:
         if insp.has_table(t.name):
@@ -174,25 +197,26 @@ def _as_codes(codes: object) -> np.ndarray:
     return np.asarray(codes, dtype=np.uint32).ravel()
 
 
-def add_tracks(engine: Engine, items: Iterable[tuple[str, object]], *, version: str = FP_VERSION,
-               frame_rate_hz: float = 22050 / 512, _compact: bool = True) -> int:
-    """Index tracks ``(content_hash, codes)`` (codes: uint32 array or '<u4' bytes).
+def add_tracks(engine: Engine, items: Iterable[tuple[str, object]], *, frame_rate_hz: float,
+               version: str = FP_VERSION, _compact: bool = True) -> int:
+    """Index tracks ``(content_hash, codes)`` (codes: uint32 array or '<u4' bytes) analysed at
+    ``frame_rate_hz`` analysis frames per second (codes: one every DECIMATE frames).
 
     A track already indexed is replaced. Returns the number of tracks added.
     """
     ensure_tables(engine)
     directory = index_dir(engine)
-    items = [(h, _as_codes(c)) for h, c in items]
-    if not items:
+    tracks = [(h, _as_codes(c)) for h, c in items]
+    if not tracks:
         return 0
-    remove_tracks(engine, [h for h, _ in items], _compact=False)
+    remove_tracks(engine, [h for h, _ in tracks], _compact=False)
     with Session(engine) as s:
         # Never reuse a key that dead postings of a removed track may still carry.
         next_key = max(s.scalar(select(func.max(FpIndexTrack.track_key))) or 0,
                        s.scalar(select(func.max(FpIndexSegment.max_key))) or 0) + 1
-    items.sort(key=lambda hc: hc[0])
-    for start in range(0, len(items), TRACKS_PER_SEGMENT):
-        chunk = items[start: start + TRACKS_PER_SEGMENT]
+    tracks.sort(key=lambda hc: hc[0])
+    for start in range(0, len(tracks), TRACKS_PER_SEGMENT):
+        chunk = tracks[start: start + TRACKS_PER_SEGMENT]
         keyed = [(next_key + i, c) for i, (_, c) in enumerate(chunk)]
         postings = build_postings(keyed)
         name = _write_segment(directory, postings)
@@ -205,7 +229,7 @@ def add_tracks(engine: Engine, items: Iterable[tuple[str, object]], *, version: 
         next_key += len(chunk)
     if _compact:
         maybe_compact(engine)
-    return len(items)
+    return len(tracks)
 
 
 def remove_tracks(engine: Engine, content_hashes: Iterable[str], *, _compact: bool = True) -> int:
@@ -215,7 +239,9 @@ def remove_tracks(engine: Engine, content_hashes: Iterable[str], *, _compact: bo
     n = 0
     with Session(engine) as s, s.begin():
         for i in range(0, len(hashes), 500):
-            n += s.execute(delete(FpIndexTrack).where(FpIndexTrack.content_hash.in_(hashes[i: i + 500]))).rowcount
+            res = s.execute(delete(FpIndexTrack).where(FpIndexTrack.content_hash.in_(hashes[i: i + 500])))
+            assert isinstance(res, CursorResult)
+            n += res.rowcount
     if _compact and n:
         maybe_compact(engine)
     return n
@@ -268,20 +294,22 @@ def maybe_compact(engine: Engine, *, force: bool = False) -> bool:
 
 
 def _fingerprint_rows(engine: Engine, hashes: Sequence[str]) -> list[tuple[str, bytes, float]]:
-    out = []
+    """(content hash, codes, analysis frame rate) of fingerprint rows, by hash."""
+    out: list[tuple[str, bytes, float]] = []
     with Session(engine) as s:
         for i in range(0, len(hashes), 500):
-            out.extend(s.execute(select(Fingerprint.content_hash, Fingerprint.codes, Fingerprint.frame_rate_hz)
-                                 .where(Fingerprint.content_hash.in_(hashes[i: i + 500]))).all())
+            rows = s.execute(select(Fingerprint.content_hash, Fingerprint.codes, Fingerprint.frame_rate_hz)
+                             .where(Fingerprint.content_hash.in_(hashes[i: i + 500]))).tuples()
+            out.extend((h, codes, _analysis_rate(rate)) for h, codes, rate in rows)
     out.sort(key=lambda r: r[0])
     return out
 
 
-def _analysis_rate(fp_frame_rate_hz: float) -> float:
-    """Analysis frame rate of a fingerprints row. The row stores the *code* rate (one code every
-    DECIMATE analysis frames) as the contract says frame_rate_hz is that of the codes; accept the
-    analysis rate too (≥ 20 Hz) for robustness."""
-    return float(fp_frame_rate_hz) * (DECIMATE if fp_frame_rate_hz < 20 else 1)
+def _analysis_rate(code_rate_hz: float) -> float:
+    """Analysis frame rate of a fingerprint row, whose ``frame_rate_hz`` is its code rate (the
+    sink stores the track's analysis rate / DECIMATE). x4 is exact in floating point, so the
+    index's rate compares equal to the row's."""
+    return float(code_rate_hz) * DECIMATE
 
 
 def rebuild(engine: Engine) -> dict:
@@ -303,7 +331,7 @@ def rebuild(engine: Engine) -> dict:
         s.add(FpIndexSegment(name=name, version=FP_VERSION, n_postings=int(postings.shape[1]), n_tracks=len(rows),
                              max_key=len(rows)))
         for (h, _, rate), (k, c) in zip(rows, keyed):
-            s.add(FpIndexTrack(content_hash=h, track_key=k, version=FP_VERSION, frame_rate_hz=_analysis_rate(rate),
+            s.add(FpIndexTrack(content_hash=h, track_key=k, version=FP_VERSION, frame_rate_hz=rate,
                                n_codes=len(c), segment=name))
     _gc(engine, directory)
     return stats(engine)
@@ -313,48 +341,91 @@ def sync(engine: Engine) -> dict:
     """Make the index consistent with the fingerprints table (see module doc). Returns stats
     plus ``added`` and ``removed`` counts."""
     ensure_tables(engine)
+    want = _wanted(engine)
     with Session(engine) as s:
-        want = dict(s.execute(select(Fingerprint.content_hash, Fingerprint.n_codes)
-                                           .where(Fingerprint.version == FP_VERSION)))
-        have = {h: (v, n) for h, v, n in s.execute(select(FpIndexTrack.content_hash, FpIndexTrack.version,
-                                                          FpIndexTrack.n_codes))}
+        have = {h: (v, n, r) for h, v, n, r in s.execute(select(
+            FpIndexTrack.content_hash, FpIndexTrack.version, FpIndexTrack.n_codes, FpIndexTrack.frame_rate_hz))}
     directory = index_dir(engine)
     with Session(engine) as s:
         names = list(s.scalars(select(FpIndexSegment.name)))
     if not have or any(not (directory / n).exists() for n in names):
         st = rebuild(engine)
         return dict(st, added=st["tracks"], removed=0)
-    stale = sorted(h for h, (v, n) in have.items() if v != FP_VERSION or want.get(h) != n)
+    stale = sorted(h for h, (v, n, r) in have.items() if v != FP_VERSION or want.get(h) != (n, r))
     missing = sorted(h for h in want if h not in have or h in stale)
     removed = remove_tracks(engine, stale, _compact=False)
     added = 0
     for i in range(0, len(missing), TRACKS_PER_SEGMENT):
         rows = _fingerprint_rows(engine, missing[i: i + TRACKS_PER_SEGMENT])
-        by_rate: dict[float, list] = {}
+        by_rate: dict[float, list[tuple[str, bytes]]] = {}
         for h, codes, rate in rows:
-            by_rate.setdefault(_analysis_rate(rate), []).append((h, codes))
-        for rate, items in sorted(by_rate.items()):
-            added += add_tracks(engine, items, frame_rate_hz=rate, _compact=False)
+            by_rate.setdefault(rate, []).append((h, codes))
+        for rate, group in sorted(by_rate.items()):
+            added += add_tracks(engine, group, frame_rate_hz=rate, _compact=False)
     maybe_compact(engine)
     _gc(engine, index_dir(engine))
     return dict(stats(engine), added=added, removed=removed)
 
 
+def _wanted(engine: Engine) -> dict[str, tuple[int, float]]:
+    """What the index must hold: (n codes, analysis frame rate) of each current-version fingerprint."""
+    with Session(engine) as s:
+        rows = s.execute(select(Fingerprint.content_hash, Fingerprint.n_codes, Fingerprint.frame_rate_hz)
+                         .where(Fingerprint.version == FP_VERSION)).tuples()
+        return {h: (n, _analysis_rate(r)) for h, n, r in rows}
+
+
 def is_stale(engine: Engine) -> bool:
-    """True when the index does not hold exactly the current-version fingerprints."""
+    """True when the index does not hold exactly the current-version fingerprints (and their rates)."""
     if not _has_tables(engine):
         return True
+    want = _wanted(engine)
     with Session(engine) as s:
-        want = set(s.execute(select(Fingerprint.content_hash, Fingerprint.n_codes)
-                             .where(Fingerprint.version == FP_VERSION)).all())
-        have = set(s.execute(select(FpIndexTrack.content_hash, FpIndexTrack.n_codes)
-                             .where(FpIndexTrack.version == FP_VERSION)).all())
+        have = {h: (n, r) for h, n, r in s.execute(
+            select(FpIndexTrack.content_hash, FpIndexTrack.n_codes, FpIndexTrack.frame_rate_hz)
+            .where(FpIndexTrack.version == FP_VERSION)).tuples()}
         n_have = s.scalar(select(func.count()).select_from(FpIndexTrack)) or 0
         names = list(s.scalars(select(FpIndexSegment.name)))
     directory = index_dir(engine)
     if any(not (directory / n).exists() for n in names):
         return True  # segment files deleted behind our back: sync rebuilds
     return want != have or n_have != len(have)
+
+
+def open_synced(db: str | os.PathLike[str], *, sync: bool = True) -> Engine:
+    """Read-only engine on ``db`` whose fingerprint index is up to date.
+
+    When the index is stale or the database has an older schema (both need one write: the
+    index sync; the upgrade that records the library's analysis settings), ``db`` is first
+    opened for writing. ``sync=False`` queries the database as it is.
+    """
+    from pipeline.store import SCHEMA_VERSION, check_schema, open_db
+
+    engine = open_db(db, readonly=True)
+    if not sync:
+        return engine
+    version = check_schema(engine, write=False)
+    if version == SCHEMA_VERSION and not is_stale(engine):
+        return engine
+    engine.dispose()
+    _update(db, f"the fingerprint index of {db} is out of date" if version == SCHEMA_VERSION
+            else f"the database {db} was written by an older chromaray (schema {version})")
+    return open_db(db, readonly=True)
+
+
+def _update(db: str | os.PathLike[str], what: str) -> None:
+    """Upgrade the schema of ``db`` and sync its index (``what``: why, for the error message)."""
+    from pipeline.store import open_db
+
+    try:
+        writer = open_db(db)  # create=True: adds the tables of the current schema and upgrades
+    except ChromarayError as exc:
+        raise ChromarayError(f"{what} and cannot be updated: {exc} "
+                             "(use --no-sync to query it as it is)") from None
+    try:
+        sync(writer)
+    finally:
+        writer.dispose()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,12 +481,20 @@ class FingerprintIndex:
     def n_postings(self) -> int:
         return int(sum(s.shape[1] for s in self.segments))
 
-    def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Postings of each query code: (query index, track key, code frame), live tracks only.
+    def mask(self, keys: Iterable[int]) -> np.ndarray:
+        """A ``live`` mask for :meth:`lookup` that keeps only the tracks ``keys``."""
+        out = np.zeros_like(self.live)
+        out[[k for k in keys if self.live[k]]] = True
+        return out
 
-        Codes with more than :attr:`max_postings_per_code` postings (summed over segments) are
-        skipped.
+    def lookup(self, codes: np.ndarray, live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Postings of each query code: (query index, track key, code frame), live tracks only
+        (or only those of ``live``, a :meth:`mask`).
+
+        Codes with more than :attr:`max_postings_per_code` postings (summed over segments, all
+        tracks) are skipped.
         """
+        live = self.live if live is None else live
         codes = np.asarray(codes, dtype=np.uint32)
         # Search each distinct code once, in ascending order: NumPy's binary search then starts
         # from the previous hit, which keeps the touched pages local (5-10x faster on a memmap).
@@ -440,8 +519,8 @@ class FingerprintIndex:
             pos = starts + np.arange(len(q))
             keys = np.asarray(seg[1][pos])
             frames = np.asarray(seg[2][pos])
-            alive = keys < len(self.live)
-            alive[alive] = self.live[keys[alive]]
+            alive = keys < len(live)
+            alive[alive] = live[keys[alive]]
             qs.append(q[alive])
             ks.append(keys[alive])
             fs.append(frames[alive])

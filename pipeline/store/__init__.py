@@ -4,13 +4,17 @@ from pipeline.store.db import (
     check_schema,
     finish_run,
     known_parts,
+    library_settings,
     new_run,
     open_db,
     parts_of,
     record_metrics,
+    record_settings,
+    track_settings,
 )
 from pipeline.store.models import (
     SCHEMA_VERSION,
+    AnalysisSettings,
     Base,
     BatchLog,
     ErrorRow,
@@ -31,6 +35,7 @@ from pipeline.store.models import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AnalysisSettings",
     "Base",
     "BatchLog",
     "ErrorRow",
@@ -49,9 +54,12 @@ __all__ = [
     "check_schema",
     "finish_run",
     "known_parts",
+    "library_settings",
     "new_run",
     "open_db",
     "parts_of",
     "record_metrics",
+    "record_settings",
+    "track_settings",
     "utcnow",
 ]

@@ -5,6 +5,10 @@ One writer: only the driver (or one actor) writes, in short transactions.
 Rows are keyed by content hash so a re-run is a no-op and a crash mid-run
 loses at most the batch that was in flight (it is recomputed next time).
 Readers (dashboard, identify) open the file read-only.
+
+The DSP settings of every features version are stored beside the rows they produced
+(table ``analysis_settings``); readers get them from :func:`library_settings` or
+:func:`track_settings` and analyse their queries with the same settings.
 """
 from __future__ import annotations
 
@@ -15,12 +19,37 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import create_engine, event, inspect, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from actors.config import DSPConfig
 from actors.errors import ChromarayError
-from pipeline.store.models import SCHEMA_VERSION, Base, Meta, ParquetPart, Run, TrainMetric, utcnow
+from pipeline.store.models import (
+    SCHEMA_VERSION,
+    AnalysisSettings,
+    Base,
+    Fingerprint,
+    Meta,
+    ParquetPart,
+    Run,
+    Track,
+    TrainMetric,
+    utcnow,
+)
+
+__all__ = [
+    "check_schema",
+    "finish_run",
+    "known_parts",
+    "library_settings",
+    "new_run",
+    "open_db",
+    "parts_of",
+    "record_metrics",
+    "record_settings",
+    "track_settings",
+]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -34,7 +63,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def open_db(path: str | os.PathLike, *, create: bool = True, readonly: bool = False) -> Engine:
+def open_db(path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> Engine:
     """Engine on a SQLite file; creates the schema when ``create``.
 
     ``readonly`` opens with ``mode=ro`` so a reader can never write.
@@ -65,8 +94,10 @@ def open_db(path: str | os.PathLike, *, create: bool = True, readonly: bool = Fa
 def check_schema(engine: Engine, *, write: bool) -> int:
     """The database's schema version; raises when this code cannot use it.
 
-    Version 1 (before the ``meta`` table existed) differs from 2 only by tables
-    that ``create_all`` adds, so a writer upgrades it in place.
+    Versions 1 (before the ``meta`` table existed) and 2 (before ``analysis_settings``)
+    differ from 3 by tables that ``create_all`` adds, so a writer upgrades them in place
+    (:func:`_upgrade_to_3` also records the settings of the tracks they hold). A reader
+    uses an older database as it is.
     """
     names = set(inspect(engine).get_table_names())
     if "runs" not in names:
@@ -80,10 +111,88 @@ def check_schema(engine: Engine, *, write: bool) -> int:
         raise ChromarayError(f"the database was written by a newer chromaray (schema {version}, this one reads "
                              f"{SCHEMA_VERSION}); upgrade chromaray or use another --db")
     if version < SCHEMA_VERSION and write:
+        Base.metadata.create_all(engine)
+        if version < 3:
+            _upgrade_to_3(engine)
         with Session(engine) as s, s.begin():
             s.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
         version = SCHEMA_VERSION
     return version
+
+
+def _upgrade_to_3(engine: Engine) -> None:
+    """Record the settings of the audio versions an older database holds (those that can be
+    proven, see :func:`_derived_settings`) and store their fingerprints' true code rate: before
+    version 3 every row said the code rate of the default settings."""
+    from actors.fingerprint import DECIMATE
+
+    with Session(engine) as s, s.begin():
+        versions = set(s.scalars(select(Track.features_version).where(Track.kind == "audio").distinct()))
+        versions -= set(s.scalars(select(AnalysisSettings.features_version)))
+        for version, dsp in sorted(_derived_settings(s, versions).items()):
+            record_settings(s, version, "audio", dsp)
+            tracks = select(Track.content_hash).where(Track.features_version == version)
+            s.execute(update(Fingerprint).where(Fingerprint.content_hash.in_(tracks))
+                      .values(frame_rate_hz=dsp.frame_rate_hz / DECIMATE))
+
+
+def _derived_settings(s: Session, versions: Iterable[str]) -> dict[str, DSPConfig]:
+    """Settings of audio features versions written before they were stored with the library.
+
+    An audio version starts with ``DSPConfig.version()``, a hash of every DSP parameter, so a
+    candidate whose hash matches is exactly the configuration used: the defaults, or the
+    ``dsp`` section of a fingerprint run's stored config. Versions no candidate matches are
+    left out (their tracks have unknown settings).
+    """
+    wanted = set(versions)
+    if not wanted:
+        return {}
+    candidates = [DSPConfig()]
+    for config in s.scalars(select(Run.config).where(Run.kind == "fingerprint")):
+        section = config.get("dsp") if isinstance(config, dict) else None
+        if isinstance(section, dict):
+            try:
+                candidates.append(DSPConfig.from_dict(section))
+            except ChromarayError:
+                continue  # a config of an older DSPConfig cannot have made a current version
+    by_hash = {c.version(): c for c in candidates}
+    return {v: by_hash[v.split("+", 1)[0]] for v in wanted if v.split("+", 1)[0] in by_hash}
+
+
+def record_settings(s: Session, features_version: str, kind: str, dsp: DSPConfig) -> None:
+    """Store (in the caller's transaction) the settings that produce rows of ``features_version``."""
+    s.merge(AnalysisSettings(features_version=features_version, kind=kind, dsp=dsp.to_dict()))
+
+
+def library_settings(engine: Engine) -> dict[str, DSPConfig]:
+    """The DSP settings of each features version in the database.
+
+    Versions stored before the settings were (an older, read-only database; rows written
+    without the pipeline) are included when :func:`_derived_settings` can prove them.
+    """
+    out: dict[str, DSPConfig] = {}
+    names = set(inspect(engine).get_table_names())
+    if "tracks" not in names:
+        return out
+    with Session(engine) as s:
+        if "analysis_settings" in names:
+            for version, dsp in s.execute(select(AnalysisSettings.features_version, AnalysisSettings.dsp)):
+                out[version] = DSPConfig.from_dict(dsp, where=f"analysis settings of {version}")
+        missing = set(s.scalars(select(Track.features_version).where(Track.kind == "audio").distinct())) - set(out)
+        if missing and "runs" in names:
+            out.update(_derived_settings(s, missing))
+    return out
+
+
+def track_settings(engine: Engine, kind: str = "audio") -> dict[str, DSPConfig]:
+    """The DSP settings of each track of ``kind`` (by content hash); tracks whose settings are
+    unknown (see :func:`library_settings`) are absent."""
+    settings = library_settings(engine)
+    if not settings:
+        return {}
+    with Session(engine) as s:
+        rows = s.execute(select(Track.content_hash, Track.features_version).where(Track.kind == kind)).tuples()
+        return {h: settings[v] for h, v in rows if v in settings}
 
 
 def new_run(engine: Engine, kind: str, *, name: str | None = None, config: dict | None = None,

@@ -4,6 +4,9 @@ Importing this module registers all tables on ``Base.metadata``, so
 ``pipeline.store.db.open_db`` always creates the same schema whatever was
 imported before. ``SCHEMA_VERSION`` is stored in table ``meta`` and checked
 when a database is opened.
+
+Versions: 1 had no ``meta`` table; 2 added it; 3 added ``analysis_settings`` (the DSP
+settings of each features version) and fingerprint rows at their true code rate.
 """
 from __future__ import annotations
 
@@ -12,8 +15,29 @@ import datetime as dt
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: Bump when a table changes shape; open_db refuses a database of another version.
-SCHEMA_VERSION = 2
+__all__ = [
+    "SCHEMA_VERSION",
+    "AnalysisSettings",
+    "Base",
+    "BatchLog",
+    "ErrorRow",
+    "Feature",
+    "Fingerprint",
+    "FpIndexSegment",
+    "FpIndexTrack",
+    "Meta",
+    "MidiMatchRow",
+    "ParquetPart",
+    "ProgressEvent",
+    "Run",
+    "Track",
+    "TrackPath",
+    "TrainMetric",
+    "utcnow",
+]
+
+#: Bump when a table changes shape; open_db refuses a newer database and a writer upgrades an older one.
+SCHEMA_VERSION = 3
 
 
 def utcnow() -> dt.datetime:
@@ -102,9 +126,21 @@ class Fingerprint(Base):
         String(64), ForeignKey("tracks.content_hash", ondelete="CASCADE"), primary_key=True
     )
     version: Mapped[str] = mapped_column(String(32))
-    frame_rate_hz: Mapped[float] = mapped_column(Float)
+    frame_rate_hz: Mapped[float] = mapped_column(Float)  # of the codes: analysis frame rate / DECIMATE
     n_codes: Mapped[int] = mapped_column(Integer)
     codes: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AnalysisSettings(Base):
+    """The DSP settings (``actors.config.DSPConfig.to_dict()``) that produced every row of one
+    features version, so readers (identify, duplicates, match-midi) analyse like the library.
+    Read them with :func:`pipeline.store.db.library_settings`."""
+
+    __tablename__ = "analysis_settings"
+    features_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # audio | midi
+    dsp: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class ErrorRow(Base):
@@ -227,6 +263,7 @@ class MidiMatchRow(Base):
     midi_end_s: Mapped[float] = mapped_column(Float)
     matcher_version: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
 
 class Meta(Base):
     """Key/value facts about the database itself (schema version)."""

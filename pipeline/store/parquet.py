@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 
 from actors.errors import ChromarayError
 
+__all__ = ["DATASETS", "list_of_matrices", "list_of_vectors", "prepare_out_dir", "remove_orphans", "write_part"]
+
 DATASETS = ("frames", "tracks", "fingerprints", "midi_notes", "tokens")
 
 
@@ -56,8 +58,9 @@ def remove_orphans(out_dir: Path, committed: set[str]) -> list[str]:
     return removed
 
 
-def list_of_matrices(mats: Sequence[np.ndarray], width: int, value_type: pa.DataType = pa.float32()) -> pa.Array:
-    """list<fixed_size_list<value, width>> from arrays shaped (n_i, width)."""
+def list_of_matrices(mats: Sequence[np.ndarray], width: int, value_type: pa.DataType | None = None) -> pa.Array:
+    """list<fixed_size_list<value, width>> from arrays shaped (n_i, width) (values: float32 unless given)."""
+    value_type = pa.float32() if value_type is None else value_type
     offsets = np.zeros(len(mats) + 1, dtype=np.int32)
     offsets[1:] = np.cumsum([m.shape[0] for m in mats])
     flat = np.concatenate([np.asarray(m).reshape(-1) for m in mats]) if mats else np.zeros(0)

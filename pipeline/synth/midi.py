@@ -9,9 +9,27 @@ tempo warp and additive noise.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from pipeline.synth.degrade import noise_for_snr
+
+__all__ = [
+    "MAJOR",
+    "MINOR",
+    "PROGRESSIONS",
+    "GenNote",
+    "GenPiece",
+    "chord_progression_piece",
+    "random_piece",
+    "render",
+    "scale_piece",
+    "write_demo_midi",
+]
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 10)  # natural minor (+ raised 7th in V chords below)
@@ -23,6 +41,8 @@ PROGRESSIONS = (
 
 @dataclass(frozen=True)
 class GenNote:
+    """One note: MIDI pitch, start and duration in beats, velocity 1-127, index into the piece's tracks."""
+
     pitch: int
     start_beat: float
     dur_beats: float
@@ -68,7 +88,7 @@ class GenPiece:
                 ev.append((b, 2, mido.Message("note_off", channel=ch, note=n.pitch, velocity=0)))  # offs before ons
             return ev
 
-        def to_track(events) -> mido.MidiTrack:
+        def to_track(events: Sequence[tuple[int, int, Any]]) -> mido.MidiTrack:
             tr = mido.MidiTrack()
             now = 0
             for t, _, msg in sorted(events, key=lambda e: (e[0], e[1])):
@@ -101,7 +121,8 @@ def scale_piece(name: str, *, tonic: int = 60, mode: str = "major", bpm: float =
     return GenPiece(name, tonic % 12, mode, notes, [("piano", 0, False)], [(0.0, bpm)], [(0.0, 4, 4)])
 
 
-def chord_progression_piece(name: str, *, tonic: int = 60, mode: str = "major", degrees=(0, 3, 4, 0),
+def chord_progression_piece(name: str, *, tonic: int = 60, mode: str = "major",
+                            degrees: Sequence[int] = (0, 3, 4, 0),
                             bpm: float = 100.0, beats_per_chord: int = 4) -> GenPiece:
     """Block triads, one per ``beats_per_chord`` beats (single track)."""
     notes = [GenNote(p, i * beats_per_chord, beats_per_chord, 70, 0)
@@ -225,6 +246,32 @@ def render(midi_bytes: bytes, *, sample_rate: int = 22050, tempo_factor: float =
     if peak > 0:
         out /= peak
     if noise_snr_db is not None:
-        p_sig = np.mean(out ** 2)
-        out += rng.standard_normal(n) * np.sqrt(p_sig / 10 ** (noise_snr_db / 10))
+        out += noise_for_snr(n, float(np.mean(out ** 2)), noise_snr_db, rng)
     return out.astype(np.float32)
+
+
+def write_demo_midi(path: Path, seed: int) -> None:
+    """The demo library's MIDI file: 16 one-second major triads on 0, 5, 7 or 9 semitones above a
+    random root, on piano, over 32 kick/snare hits half a second apart; tempo 90-140 bpm (meta
+    only: note times are in seconds). Written by pretty_midi.
+
+    Not a :class:`GenPiece`: the demo files' bytes are pinned, and pretty_midi writes them.
+    """
+    import pretty_midi
+
+    rng = np.random.default_rng(seed)
+    pm = pretty_midi.PrettyMIDI(initial_tempo=float(rng.uniform(90, 140)))
+    piano = pretty_midi.Instrument(program=0)
+    t = 0.0
+    root = int(rng.integers(55, 67))
+    for _ in range(16):
+        d = int(rng.choice([0, 5, 7, 9]))
+        for n in (root + d, root + d + 4, root + d + 7):
+            piano.notes.append(pretty_midi.Note(velocity=80, pitch=n, start=t, end=t + 0.9))
+        t += 1.0
+    drum = pretty_midi.Instrument(program=0, is_drum=True)
+    for k in range(32):
+        drum.notes.append(pretty_midi.Note(velocity=90, pitch=36 if k % 2 == 0 else 38, start=k * 0.5,
+                                           end=k * 0.5 + 0.1))
+    pm.instruments.extend([piano, drum])
+    pm.write(str(path))

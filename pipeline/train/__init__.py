@@ -1,1 +1,1 @@
-"""The training driver (Parquet -> Ray Data windows -> Ray Train) and hardware profiles."""
+"""The training driver (Parquet -> Ray Data windows -> Ray Train), hardware profiles and the doctor report."""

@@ -13,9 +13,10 @@ Flow of :func:`run_training`:
    store through ``get_dataset_shard`` (shuffled by a seeded local buffer).
 3. Trivial baselines on the same windows: unigram cross-entropy (tokens) or
    the mean-frame MSE and copy-last-frame MSE (frames).
-4. ``TorchTrainer`` with the profile's ScalingConfig, ``RunConfig(name,
+4. ``TorchTrainer`` (Ray Train V2) with the profile's ScalingConfig, ``RunConfig(name,
    storage_path)`` (same name + storage = resume from its latest checkpoint),
-   ``FailureConfig(max_failures)``, ``CheckpointConfig(num_to_keep)``.
+   ``FailureConfig(max_failures)``, ``CheckpointConfig(num_to_keep)``; the workers
+   get one typed :class:`~actors.train.config.LoopConfig` (:func:`loop_config`).
    Rank 0 writes per-step metrics through :class:`SQLiteMetricsSink`.
 5. ``runs`` row kind='train' (reused when the same run name resumes) finished
    with a summary: held-out loss (perplexity or frame MSE), baselines, first/last
@@ -29,15 +30,22 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from sqlalchemy.engine import Engine
 
 from actors.errors import ChromarayError
+from actors.train.config import FaultInjection, LoopConfig, LoraConfig, MetricsSink, default_warmup
 from actors.train.models import N_FRAME_FEATURES, ModelSpec
 from pipeline.store import Run, TrainMetric, finish_run, new_run, open_db, parts_of, record_metrics, utcnow
 from pipeline.train.profiles import Profile, check_cluster_fits, resolve_workers
+
+__all__ = ["ARCHS", "BASELINE_MAX_WINDOWS", "DATASET_OF", "PreparedData", "SQLiteMetricsSink", "TrainOutcome",
+           "TrainRequest", "Windower", "check_request", "eval_hashes", "export_merged", "loop_config", "loss_curve",
+           "model_spec", "prepare_data", "read_vocab_size", "resolve_checkpoint", "run_training"]
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +55,14 @@ ARCHS = ("mamba", "transformer", "lora")
 BASELINE_MAX_WINDOWS = 20_000
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainRequest:
     """One ``chromaray train`` invocation. ``arch='lora'`` needs ``base``.
 
-    ``out`` is the Parquet directory (default: the database's directory);
-    ``storage`` the Ray Train storage path (default: ``<db dir>/train_runs``).
-    ``fault`` is a testing hook for the loop (one worker exits once at a step).
+    ``out`` is the Parquet directory (default: the database's directory, see
+    :attr:`out_dir`); ``storage`` the Ray Train storage path (default:
+    ``<db dir>/train_runs``, see :attr:`storage_dir`). ``fault`` is a testing
+    hook for the loop (one worker exits once at a step).
     """
 
     arch: str
@@ -66,23 +75,46 @@ class TrainRequest:
     storage: Path | None = None
     base: Path | None = None
     seed: int = 0
-    fault: dict | None = None
+    fault: FaultInjection | None = None
     ray_dashboard_url: str | None = None
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ChromarayError(f"unknown model {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        if self.data not in DATASET_OF:
-            raise ChromarayError(f"--data must be one of {', '.join(DATASET_OF)}, got {self.data!r}")
-        if self.arch == "lora" and self.base is None:
-            raise ChromarayError("train lora needs --base CHECKPOINT (a model checkpoint directory)")
-        if not self.name or "/" in self.name:
-            raise ChromarayError(f"invalid run name {self.name!r}")
-        self.db = Path(self.db).expanduser().resolve()
-        self.out = Path(self.out).expanduser().resolve() if self.out else self.db.parent
-        self.storage = Path(self.storage).expanduser().resolve() if self.storage else self.db.parent / "train_runs"
+        check_request(self.arch, self.data, self.name, base=self.base, max_steps=self.max_steps)
+        # Frozen: the absolute paths are set once, here.
+        object.__setattr__(self, "db", _absolute(self.db))
         if self.base is not None:
-            self.base = Path(self.base).expanduser().resolve()
+            object.__setattr__(self, "base", _absolute(self.base))
+
+    @property
+    def out_dir(self) -> Path:
+        return _absolute(self.out) if self.out else self.db.parent
+
+    @property
+    def storage_dir(self) -> Path:
+        return _absolute(self.storage) if self.storage else self.db.parent / "train_runs"
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps: the request's, else the profile's."""
+        return self.max_steps or self.profile.max_steps
+
+
+def check_request(arch: str, data: str, name: str, *, base: Path | None, max_steps: int | None) -> None:
+    """The checks of a :class:`TrainRequest` that need no profile (the CLI runs them before Ray starts)."""
+    if arch not in ARCHS:
+        raise ChromarayError(f"unknown model {arch!r}; choose one of {', '.join(ARCHS)}")
+    if data not in DATASET_OF:
+        raise ChromarayError(f"--data must be one of {', '.join(DATASET_OF)}, got {data!r}")
+    if arch == "lora" and base is None:
+        raise ChromarayError("train lora needs --base CHECKPOINT (a model checkpoint directory)")
+    if not name or "/" in name:
+        raise ChromarayError(f"invalid run name {name!r}")
+    if max_steps is not None and max_steps < 1:
+        raise ChromarayError("--max-steps must be >= 1")
+
+
+def _absolute(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()
 
 
 @dataclasses.dataclass
@@ -112,7 +144,8 @@ def read_vocab_size(path: Path) -> int | None:
     for key in ("vocab_size", "size"):
         if isinstance(obj.get(key), int):
             return int(obj[key])
-    table = obj.get("vocab") if isinstance(obj.get("vocab"), dict) else obj
+    vocab = obj.get("vocab")
+    table: dict = vocab if isinstance(vocab, dict) else obj
     ids = [v for v in table.values() if isinstance(v, int) and not isinstance(v, bool)]
     return max(ids) + 1 if ids else None
 
@@ -194,7 +227,7 @@ class PreparedData:
     baseline: dict[str, float]
 
 
-def prepare_data(engine: Any, out_dir: Path, data: str, *, seq_len: int, eval_fraction: float) -> PreparedData:
+def prepare_data(engine: Engine, out_dir: Path, data: str, *, seq_len: int, eval_fraction: float) -> PreparedData:
     """Build the train/held-out window datasets and their baselines (Ray must be running)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -239,7 +272,7 @@ def prepare_data(engine: Any, out_dir: Path, data: str, *, seq_len: int, eval_fr
 
         ds = ds.filter(expr=col("kind") == "audio")  # MIDI-rendered frames are not audio
 
-    def windows(want_eval: bool):
+    def windows(want_eval: bool) -> Any:
         fn = Windower(task=task, seq_len=seq_len, held_out=held, want_eval=want_eval, tail_fraction=tail)
         return ds.map_batches(fn, batch_format="pyarrow", batch_size=8)
 
@@ -256,7 +289,7 @@ def prepare_data(engine: Any, out_dir: Path, data: str, *, seq_len: int, eval_fr
                         n_eval_tracks=len(held) if tail is None else 1, vocab_size=vocab, baseline=baseline)
 
 
-def _iter_windows(ds: Any, limit: int):
+def _iter_windows(ds: Any, limit: int) -> Iterator[np.ndarray]:
     n = 0
     for b in ds.iter_batches(batch_size=512, batch_format="numpy"):
         yield b["x"]
@@ -322,12 +355,12 @@ class SQLiteMetricsSink:
 
     def __init__(self, db_path: str, run_id: str, max_steps: int):
         self.db_path, self.run_id, self.max_steps = str(db_path), run_id, max_steps
-        self._engine = None
+        self._engine: Engine | None = None
 
     def __getstate__(self) -> dict:
         return {"db_path": self.db_path, "run_id": self.run_id, "max_steps": self.max_steps, "_engine": None}
 
-    def __call__(self, rows: list[dict]) -> None:
+    def __call__(self, rows: list[dict[str, Any]]) -> None:
         from sqlalchemy.orm import Session
 
         if self._engine is None:
@@ -343,7 +376,7 @@ class SQLiteMetricsSink:
 
 # ---------------------------------------------------------------- driver
 
-def _existing_run(engine: Any, name: str) -> str | None:
+def _existing_run(engine: Engine, name: str) -> str | None:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
@@ -352,16 +385,18 @@ def _existing_run(engine: Any, name: str) -> str | None:
                          .order_by(Run.started_at.desc()).limit(1)).first()
 
 
-def _reopen_run(engine: Any, run_id: str, config: dict) -> None:
+def _reopen_run(engine: Engine, run_id: str, config: dict) -> None:
     from sqlalchemy.orm import Session
 
     with Session(engine) as s, s.begin():
         run = s.get(Run, run_id)
+        if run is None:
+            raise ChromarayError(f"run {run_id} vanished from the database")
         run.status, run.finished_at, run.updated_at = "running", None, utcnow()
         run.config = json.loads(json.dumps(config, default=str))
 
 
-def loss_curve(engine: Any, run_id: str) -> list[tuple[int, float]]:
+def loss_curve(engine: Engine, run_id: str) -> list[tuple[int, float]]:
     """(step, loss) of the training split, in step order."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
@@ -372,37 +407,60 @@ def loss_curve(engine: Any, run_id: str) -> list[tuple[int, float]]:
             .order_by(TrainMetric.step))]
 
 
-def _model_spec(req: TrainRequest, prof: Profile, prep: PreparedData) -> ModelSpec:
+def model_spec(req: TrainRequest, vocab_size: int, base: Path | None = None) -> ModelSpec:
+    """The model to train: the base checkpoint's (lora, checked against the data), else one
+    sized by the profile (``vocab_size``: of the data; 0 for frames)."""
+    prof = req.profile
     task = DATASET_OF[req.data]
     if req.arch == "lora":
-        spec = ModelSpec.load(req.base)
+        if base is None:
+            raise ChromarayError("train lora needs --base CHECKPOINT (a model checkpoint directory)")
+        spec = ModelSpec.load(base)
         if spec.task != task:
-            raise ChromarayError(f"base model {req.base} was trained on {spec.task}; --data {req.data} needs {task}")
-        if task == "tokens" and prep.vocab_size > spec.vocab_size:
-            raise ChromarayError(f"the data has token ids up to {prep.vocab_size - 1} but the base model's "
+            raise ChromarayError(f"base model {base} was trained on {spec.task}; --data {req.data} needs {task}")
+        if task == "tokens" and vocab_size > spec.vocab_size:
+            raise ChromarayError(f"the data has token ids up to {vocab_size - 1} but the base model's "
                                  f"vocabulary has {spec.vocab_size}; tokenizers differ")
         if spec.arch == "transformer" and prof.seq_len > spec.max_len:
             raise ChromarayError(f"--seq-len {prof.seq_len} exceeds the base transformer's max_len {spec.max_len}")
         return spec
     n_heads = 4 if prof.d_model % 4 == 0 else 1
-    return ModelSpec(arch=req.arch, task=task, vocab_size=prep.vocab_size, d_model=prof.d_model,
+    return ModelSpec(arch=req.arch, task=task, vocab_size=vocab_size, d_model=prof.d_model,
                      n_layers=prof.n_layers, n_heads=n_heads, max_len=max(1024, prof.seq_len))
+
+
+def loop_config(req: TrainRequest, spec: ModelSpec, *, batch_size: int | None = None, base: Path | None = None,
+                metrics_sink: MetricsSink | None = None) -> LoopConfig:
+    """What every training worker runs: each field from the profile or the request.
+
+    ``batch_size`` lowers the profile's per-worker batch when the data is small;
+    ``base`` is the resolved base checkpoint of a LoRA run.
+    """
+    prof = req.profile
+    return LoopConfig(
+        model=spec, mode="lora" if req.arch == "lora" else "scratch", base=str(base) if base else None,
+        lora=LoraConfig(r=prof.lora_r, alpha=prof.lora_alpha),
+        max_steps=req.steps, batch_size=batch_size or prof.batch_size, lr=prof.lr,
+        warmup_steps=default_warmup(req.steps), checkpoint_every=prof.checkpoint_every, log_every=prof.log_every,
+        precision=prof.precision, device=prof.device, seed=req.seed, fault=req.fault, metrics_sink=metrics_sink)
 
 
 def run_training(req: TrainRequest) -> TrainOutcome:
     """Run (or resume) one training job end to end; Ray must be initialised."""
+    # Ray Train V2 (what ray.train.torch gives unless RAY_TRAIN_V2_ENABLED=0), imported from
+    # its own modules so that type checkers see its signatures rather than V1's.
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train import DataConfig
+    from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.v2.api.result import Result
+    from ray.train.v2.torch.torch_trainer import TorchTrainer
 
-    from actors.train.loop import train_loop_per_worker
+    from actors.train.loop import LOOP_CONFIG_KEY, train_loop_per_worker
 
     prof = req.profile
-    max_steps = int(req.max_steps or prof.max_steps)
-    if max_steps < 1:
-        raise ChromarayError("--max-steps must be >= 1")
-    if req.base is not None:
-        req.base = resolve_checkpoint(req.base)
+    max_steps = req.steps
+    out_dir, storage = req.out_dir, req.storage_dir
+    base = resolve_checkpoint(req.base) if req.base is not None else None
     resources = ray.cluster_resources()
     workers = resolve_workers(prof, resources)
     check_cluster_fits(prof, resources, workers)
@@ -411,7 +469,7 @@ def run_training(req: TrainRequest) -> TrainOutcome:
     engine = open_db(req.db)
 
     t0 = time.perf_counter()
-    prep = prepare_data(engine, req.out, req.data, seq_len=prof.seq_len, eval_fraction=prof.eval_fraction)
+    prep = prepare_data(engine, out_dir, req.data, seq_len=prof.seq_len, eval_fraction=prof.eval_fraction)
     batch_size = prof.batch_size
     if prep.n_train < workers * batch_size:
         batch_size = prep.n_train // workers
@@ -419,13 +477,13 @@ def run_training(req: TrainRequest) -> TrainOutcome:
             raise ChromarayError(f"{prep.n_train} training windows cannot feed {workers} workers; "
                                  f"lower --workers or --seq-len")
         log.warning("only %d training windows: batch size per worker lowered to %d", prep.n_train, batch_size)
-    spec = _model_spec(req, prof, prep)
+    spec = model_spec(req, prep.vocab_size, base)
     t_data = time.perf_counter() - t0
 
-    run_dir = req.storage / req.name
+    run_dir = storage / req.name
     config = {"arch": req.arch, "data": req.data, "profile": prof.to_dict(), "workers": workers,
               "batch_size": batch_size, "max_steps": max_steps, "model": spec.to_dict(),
-              "base": str(req.base) if req.base else None, "storage": str(run_dir), "out": str(req.out),
+              "base": str(base) if base else None, "storage": str(run_dir), "out": str(out_dir),
               "n_train_windows": prep.n_train, "n_eval_windows": prep.n_eval}
     run_id = _existing_run(engine, req.name) if run_dir.exists() else None
     if run_id:
@@ -437,30 +495,24 @@ def run_training(req: TrainRequest) -> TrainOutcome:
 
     use_gpu = prof.gpus_per_worker > 0
     per_worker = {"CPU": prof.cpus_per_worker} | ({"GPU": prof.gpus_per_worker} if use_gpu else {})
-    loop_cfg = {
-        "model": spec.to_dict(), "mode": "lora" if req.arch == "lora" else "scratch",
-        "base": str(req.base) if req.base else None,
-        "lora": {"r": prof.lora_r, "alpha": prof.lora_alpha},
-        "max_steps": max_steps, "batch_size": batch_size, "lr": prof.lr,
-        "checkpoint_every": prof.checkpoint_every, "log_every": prof.log_every,
-        "precision": prof.precision, "device": prof.device, "seed": req.seed, "fault": req.fault,
-        "metrics_sink": SQLiteMetricsSink(str(req.db), run_id, max_steps),
-    }
+    loop_cfg = loop_config(req, spec, batch_size=batch_size, base=base,
+                           metrics_sink=SQLiteMetricsSink(str(req.db), run_id, max_steps))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_cfg,
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker),
-        run_config=ray.train.RunConfig(
-            name=req.name, storage_path=str(req.storage),
-            failure_config=ray.train.FailureConfig(max_failures=prof.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=prof.keep_checkpoints)),
+        train_loop_config={LOOP_CONFIG_KEY: loop_cfg},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=req.name, storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=prof.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=prof.keep_checkpoints)),
         datasets={"train": prep.train, "eval": prep.eval},
         # Only train is sharded; rank 0 evaluates the whole held-out set at the end.
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     t1 = time.perf_counter()
     try:
-        result = trainer.fit()
+        # fit() is annotated with ray.train.Result, which type checkers resolve to V1's.
+        result = cast(Result, trainer.fit())
     except KeyboardInterrupt:
         finish_run(engine, run_id, "stopped")
         raise
@@ -476,7 +528,7 @@ def run_training(req: TrainRequest) -> TrainOutcome:
     metrics = dict(result.return_value or result.metrics or {})
     curve = loss_curve(engine, run_id)
     summary: dict[str, Any] = {
-        "task": spec.task, "arch": spec.arch, "mode": loop_cfg["mode"], "profile": prof.name,
+        "task": spec.task, "arch": spec.arch, "mode": loop_cfg.mode, "profile": prof.name,
         "workers": workers, "batch_size": batch_size, "seq_len": prof.seq_len,
         "steps": int(metrics.get("step", 0)), "resumed_from_step": int(metrics.get("start_step", 0)),
         "n_tracks": prep.n_tracks, "n_eval_tracks": prep.n_eval_tracks,
@@ -494,8 +546,8 @@ def run_training(req: TrainRequest) -> TrainOutcome:
         else:
             summary["eval_frame_mse"] = float(metrics["eval_loss"])
     export = None
-    if req.arch == "lora":
-        export, diff = export_merged(req.base, result.checkpoint, run_dir / "export", prep)
+    if base is not None:  # lora
+        export, diff = export_merged(base, result.checkpoint, run_dir / "export", prep)
         summary.update(export=str(export), merge_max_abs_diff=diff)
     summary["wall_s"] = round(time.perf_counter() - t0, 2)
     finish_run(engine, run_id, "finished", summary=summary, n_done=summary["steps"], n_total=max_steps)

@@ -6,25 +6,36 @@ checkpoint cadence. Selection order: explicit name (``--profile``) >
 ``CHROMARAY_PROFILE`` > automatic from detected hardware (CUDA -> workstation,
 or cluster when the Ray cluster has GPUs beyond this machine's; otherwise
 laptop, CPU or Apple MPS). Per-field CLI options override the file.
+
+A :class:`Profile` is a frozen :class:`~actors.config.Settings`: files load through
+``from_dict`` and overrides go through ``replace``, so an unknown field or a
+value of the wrong type is one ChromarayError naming it.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from actors.config import Settings
 from actors.errors import ChromarayError
+from actors.train.config import DEVICES, PRECISIONS
 from pipeline.config import read_yaml
+
+__all__ = ["DEVICES", "PRECISIONS", "PROFILE_DIR", "PROFILE_ENV", "SOURCES", "Hardware", "Profile",
+           "auto_profile_name", "available_profiles", "check_cluster_fits", "detect_hardware", "load_profile",
+           "resolve_workers", "select_profile"]
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 PROFILE_ENV = "CHROMARAY_PROFILE"
-PRECISIONS = ("fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+#: How a profile was chosen: its file as loaded, --profile, $CHROMARAY_PROFILE, detected hardware.
+SOURCES = ("file", "cli", "env", "auto")
 
 
-@dataclasses.dataclass
-class Profile:
+@dataclasses.dataclass(frozen=True)
+class Profile(Settings):
     """One hardware profile. ``workers`` is an int or ``"auto"`` (one per GPU)."""
 
     name: str
@@ -47,9 +58,9 @@ class Profile:
     lora_alpha: int = 16
     keep_checkpoints: int = 2
     max_failures: int = 1
-    source: str = "file"  # how it was chosen: cli | env | auto (for doctor / run config)
+    source: str = "file"  # how it was chosen (SOURCES): shown by doctor, stored in the run config
 
-    def validate(self) -> Profile:
+    def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ChromarayError(f"profile {self.name}: precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.device not in DEVICES:
@@ -63,10 +74,11 @@ class Profile:
             raise ChromarayError(f"profile {self.name}: eval_fraction must be in (0, 1)")
         if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
             raise ChromarayError(f"profile {self.name}: resources per worker must be >= 0")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        if self.lora_r < 1 or self.lora_alpha < 1 or self.keep_checkpoints < 1 or self.max_failures < 0:
+            raise ChromarayError(f"profile {self.name}: lora_r, lora_alpha and keep_checkpoints must be >= 1, "
+                                 "max_failures >= 0")
+        if self.source not in SOURCES:
+            raise ChromarayError(f"profile {self.name}: source must be one of {SOURCES}, got {self.source!r}")
 
 
 @dataclasses.dataclass
@@ -103,6 +115,7 @@ def detect_hardware() -> Hardware:
 
 
 def available_profiles() -> list[str]:
+    """Names of the profile files shipped in ``pipeline/train/profiles/``."""
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
@@ -112,12 +125,8 @@ def load_profile(name: str) -> Profile:
     if not path.exists():
         raise ChromarayError(f"unknown profile {name!r}; available: {', '.join(available_profiles())}")
     data = read_yaml(path, what="profile")
-    fields = {f.name for f in dataclasses.fields(Profile)}
-    unknown = set(data) - fields
-    if unknown:
-        raise ChromarayError(f"profile {path}: unknown fields {sorted(unknown)}")
     data.setdefault("name", path.stem)
-    return Profile(**data).validate()
+    return Profile.from_dict(data, where=f"profile {path}")
 
 
 def auto_profile_name(hw: Hardware, *, cluster_gpus: float | None = None) -> str:
@@ -130,7 +139,7 @@ def auto_profile_name(hw: Hardware, *, cluster_gpus: float | None = None) -> str
 
 
 def select_profile(name: str | None = None, *, hw: Hardware | None = None, cluster_gpus: float | None = None,
-                   overrides: dict[str, Any] | None = None) -> Profile:
+                   overrides: Mapping[str, Any] | None = None) -> Profile:
     """Resolve the profile (explicit > $CHROMARAY_PROFILE > auto) and apply non-None overrides."""
     if name:
         source = "cli"
@@ -138,16 +147,8 @@ def select_profile(name: str | None = None, *, hw: Hardware | None = None, clust
         name, source = os.environ[PROFILE_ENV], "env"
     else:
         name, source = auto_profile_name(hw or detect_hardware(), cluster_gpus=cluster_gpus), "auto"
-    prof = load_profile(name)
-    prof.source = source
-    fields = {f.name for f in dataclasses.fields(Profile)}
-    for k, v in (overrides or {}).items():
-        if v is None:
-            continue
-        if k not in fields:
-            raise ChromarayError(f"unknown profile field {k!r}")
-        setattr(prof, k, v)
-    return prof.validate()
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return load_profile(name).replace(where=f"profile {name}", **{**changes, "source": source})
 
 
 def resolve_workers(profile: Profile, resources: dict[str, float]) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from actors.errors import ChromarayError
 from pipeline import store
+
+__all__ = ["ASSETS_DIR", "DEFAULT_PORT", "DashboardData", "create_app", "serve"]
+
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_PORT = 8280
@@ -250,7 +254,7 @@ class DashboardData:
             .where(b.c.run_id == run_id).group_by(b.c.actor).order_by(b.c.actor)).all()
         actors = []
         for a in agg:
-            last = conn.execute(select(b).where(b.c.id == a.last_id)).first()
+            last = conn.execute(select(b).where(b.c.id == a.last_id)).one()
             actors.append({
                 "actor": a.actor, "device": last.device, "n_batches": a.n_batches, "tracks": a.tracks,
                 "mean_tracks": a.mean_tracks, "max_tracks": a.max_tracks, "last_tracks": last.n_tracks,
@@ -310,7 +314,7 @@ def _db_error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def create_app(db_path: str | Path):
+def create_app(db_path: str | Path) -> Any:
     """The FastAPI application serving the page and the JSON API for ``db_path``."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, JSONResponse
@@ -325,7 +329,7 @@ def create_app(db_path: str | Path):
     app.state.data = data
 
     @app.middleware("http")
-    async def _headers(request: Request, call_next):
+    async def _headers(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         try:
             response = await call_next(request)
         except (OperationalError, DatabaseError) as exc:  # e.g. the file is not a database

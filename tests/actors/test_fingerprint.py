@@ -84,10 +84,13 @@ def test_popcount_and_edge_cases():
 
 def test_codes_robust_to_noise_on_real_chroma():
     """Harmonic chroma of a synthetic song vs. the same song at 10 dB SNR: few bits flip."""
-    from benchmarks.bench_identify import add_noise, library_chroma, synth_song
+    from actors.config import BatchConfig, DSPConfig
+    from actors.features import FeatureExtractor
+    from pipeline.synth import add_noise, varied_song
 
-    y = synth_song(5, 12.0)
-    clean, noisy = library_chroma([y, add_noise(y, 10.0, np.random.default_rng(0))])
+    y = varied_song(5, 12.0)
+    fx = FeatureExtractor(DSPConfig(), BatchConfig(device="cpu"))
+    clean, noisy = (np.asarray(f.chroma) for f in fx([y, add_noise(y, 10.0, np.random.default_rng(0))]))
     a = fp.fingerprint_codes(clean, frame_rate_hz=RATE)
     b = fp.fingerprint_codes(noisy, frame_rate_hz=RATE)
     ber = fp.popcount32(a ^ b).sum() / (32 * len(a))

@@ -26,6 +26,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_fingerprint_then_match_midi(tmp_path):
     import soundfile as sf
 

@@ -15,17 +15,21 @@ Nothing here imports Ray; the Ray Train loop is ``actors.train.loop``.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from actors.config import Settings
 from actors.errors import ChromarayError
+
+__all__ = ["ARCHS", "N_FRAME_FEATURES", "TASKS", "ModelSpec", "SequenceModel", "build_model", "items_in",
+           "load_model", "save_model", "sequence_loss", "split_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,8 @@ TASKS = ("tokens", "frames")
 N_FRAME_FEATURES = 13
 
 
-@dataclasses.dataclass
-class ModelSpec:
+@dataclass(frozen=True)
+class ModelSpec(Settings):
     """Everything needed to rebuild a model (stored as ``spec.json`` in checkpoints).
 
     ``vocab_size`` is used by the tokens task only; ``n_features`` by frames.
@@ -67,14 +71,6 @@ class ModelSpec:
         if self.d_model < 1 or self.n_layers < 1:
             raise ChromarayError("d_model and n_layers must be positive")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
     def save(self, directory: str | Path) -> None:
         Path(directory, "spec.json").write_text(json.dumps(self.to_dict(), indent=1))
 
@@ -83,7 +79,13 @@ class ModelSpec:
         p = Path(directory, "spec.json")
         if not p.exists():
             raise ChromarayError(f"{directory} is not a chromaray model checkpoint (no spec.json)")
-        return cls.from_dict(json.loads(p.read_text()))
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise ChromarayError(f"cannot read model spec {p}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ChromarayError(f"model spec {p} must hold a JSON object")
+        return cls.from_dict(data, where=str(p))
 
 
 class SequenceModel(nn.Module):
@@ -95,7 +97,6 @@ class SequenceModel(nn.Module):
 
     def __init__(self, spec: ModelSpec, *, backend: str | None = None):
         super().__init__()
-        self.spec = spec
         d = spec.d_model
         if spec.task == "tokens":
             self.embed: nn.Module = nn.Embedding(spec.vocab_size, d)
@@ -106,11 +107,14 @@ class SequenceModel(nn.Module):
         if spec.arch == "mamba":
             from actors.train.models.mamba import MambaBackbone
 
-            self.backbone: nn.Module = MambaBackbone(spec, backend=backend)
+            mamba = MambaBackbone(spec, backend=backend)
+            spec = mamba.spec  # d_conv as the CUDA kernels built it, so the checkpoint matches
+            self.backbone: nn.Module = mamba
         else:
             from actors.train.models.transformer import TransformerBackbone
 
             self.backbone = TransformerBackbone(spec)
+        self.spec = spec
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, n_out)
 
@@ -146,7 +150,7 @@ def save_model(model: nn.Module, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     inner = getattr(model, "module", model)  # DDP wrapper
-    inner.spec.save(directory)
+    cast(ModelSpec, inner.spec).save(directory)
     torch.save(inner.state_dict(), directory / "model.pt")
 
 

@@ -12,22 +12,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from actors.errors import ChromarayError
 from actors.train.models import ModelSpec, SequenceModel, build_model
 
+__all__ = ["apply_lora", "assert_only_adapters_trainable", "load_adapter", "lora_targets", "merge", "save_adapter",
+           "trainable_parameter_names"]
+
 log = logging.getLogger(__name__)
 
 
 def lora_targets(spec: ModelSpec) -> list[str]:
     """Names of the linear layers that receive adapters for this architecture."""
-    if spec.arch == "mamba":
-        from actors.train.models.mamba import LORA_TARGETS
-    else:
-        from actors.train.models.transformer import LORA_TARGETS
-    return list(LORA_TARGETS)
+    from actors.train.models import mamba, transformer
+
+    return list(mamba.LORA_TARGETS if spec.arch == "mamba" else transformer.LORA_TARGETS)
 
 
 def _pure_mamba_copy(model: SequenceModel) -> SequenceModel:
@@ -72,7 +74,7 @@ def assert_only_adapters_trainable(model: nn.Module) -> None:
 def save_adapter(peft_model: nn.Module, directory: str | Path) -> None:
     """Adapter weights + peft config + the base model's spec.json in ``directory``."""
     directory = Path(directory)
-    inner = getattr(peft_model, "module", peft_model)  # DDP wrapper
+    inner: Any = getattr(peft_model, "module", peft_model)  # DDP wrapper around a peft model
     inner.save_pretrained(str(directory))
     inner.get_base_model().spec.save(directory)
 
@@ -94,7 +96,7 @@ def load_adapter(base: SequenceModel, directory: str | Path, *, trainable: bool 
 
 def merge(peft_model: nn.Module) -> SequenceModel:
     """Fold adapters into the base weights; returns the plain model (same outputs)."""
-    inner = getattr(peft_model, "module", peft_model)
+    inner: Any = getattr(peft_model, "module", peft_model)
     merged = inner.merge_and_unload()
     for p in merged.parameters():
         p.requires_grad_(True)

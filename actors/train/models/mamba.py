@@ -15,12 +15,20 @@ optional extra (``pip install chromaray[mamba-cuda]``).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from actors.train.models import ModelSpec
+
+__all__ = ["FORCE_FALLBACK_ENV", "KERNEL_D_CONV", "LORA_TARGETS", "MambaBackbone", "MambaLayer", "RMSNorm",
+           "choose_backend", "force_fallback", "kernel_d_conv", "kernels_available"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,7 @@ def _mamba_ssm_class() -> type | None:
         from mamba_ssm import Mamba
 
         return Mamba
-    except Exception:  # ImportError, missing .so, CUDA mismatch ...
+    except Exception:  # noqa: BLE001 - ImportError, missing .so, CUDA mismatch ...: all mean "no kernels"
         return None
 
 
@@ -98,7 +106,8 @@ class MambaLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "mambapy":
             # Parallel scan to train (and on GPU); sequential scan for CPU inference.
-            self.mixer.config.pscan = self.training or x.device.type != "cpu"
+            mixer: Any = self.mixer  # mambapy's MambaBlock reads its config at every call
+            mixer.config.pscan = self.training or x.device.type != "cpu"
         return x + self.mixer(self.norm(x))
 
 
@@ -107,10 +116,10 @@ class MambaBackbone(nn.Module):
 
     ``backend`` None picks mamba_ssm kernels where available (see
     :func:`choose_backend`). With the kernels ``d_conv`` is coerced into
-    {2, 3, 4} (logged) and the spec updated so the checkpoint matches.
+    {2, 3, 4} (logged); ``self.spec`` is the spec actually built, for the checkpoint.
     """
 
-    def __init__(self, spec, *, backend: str | None = None):
+    def __init__(self, spec: ModelSpec, *, backend: str | None = None):
         super().__init__()
         self.backend = choose_backend(backend)
         if self.backend == "mamba_ssm":
@@ -118,8 +127,9 @@ class MambaBackbone(nn.Module):
             if coerced != spec.d_conv:
                 log.warning("mamba_ssm kernels support d_conv in %s only: using d_conv=%d instead of %d",
                             KERNEL_D_CONV, coerced, spec.d_conv)
-                spec.d_conv = coerced
+                spec = dataclasses.replace(spec, d_conv=coerced)
             cls = _mamba_ssm_class()
+            assert cls is not None, "choose_backend returns mamba_ssm only when its class imports"
             mixers = [cls(d_model=spec.d_model, d_state=spec.d_state, d_conv=spec.d_conv, expand=spec.expand)
                       for _ in range(spec.n_layers)]
         else:
@@ -130,6 +140,7 @@ class MambaBackbone(nn.Module):
                 cfg = MambaConfig(d_model=spec.d_model, n_layers=spec.n_layers, d_state=spec.d_state,
                                   d_conv=spec.d_conv, expand_factor=spec.expand, pscan=True)
                 mixers.append(MambaBlock(cfg))
+        self.spec = spec
         self.layers = nn.ModuleList(MambaLayer(m, spec.d_model, self.backend) for m in mixers)
         self.drop = nn.Dropout(spec.dropout)
 

@@ -7,11 +7,18 @@ up to ``spec.max_len``.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from actors.errors import ChromarayError
+
+if TYPE_CHECKING:
+    from actors.train.models import ModelSpec
+
+__all__ = ["LORA_TARGETS", "Block", "CausalSelfAttention", "TransformerBackbone"]
 
 
 class CausalSelfAttention(nn.Module):
@@ -50,7 +57,7 @@ class Block(nn.Module):
 class TransformerBackbone(nn.Module):
     """``(B, L, D) -> (B, L, D)``, causal; L must not exceed ``spec.max_len``."""
 
-    def __init__(self, spec):
+    def __init__(self, spec: ModelSpec):
         super().__init__()
         self.max_len = spec.max_len
         self.pos = nn.Embedding(spec.max_len, spec.d_model)

@@ -10,7 +10,7 @@ import pytest
 
 from actors.dsp.chroma import chroma_filterbank, chroma_from_power
 from actors.dsp.xp import to_numpy
-from tests import signals as sg
+from pipeline.synth import signals as sg
 
 SR = 22050
 SIGNALS = {

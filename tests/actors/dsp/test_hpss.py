@@ -20,7 +20,7 @@ from actors.dsp.median import median_along_freq, median_along_time
 from actors.dsp.stft import stft
 from actors.dsp.xp import to_numpy
 from actors.errors import ChromarayError
-from tests import signals as sg
+from pipeline.synth import signals as sg
 
 SIGNALS = {
     "music": lambda: sg.music(seconds=3.0),
@@ -141,3 +141,38 @@ def test_padded_batch_equals_each_track_alone(xp):
 def test_margin_below_one_rejected(xp):
     with pytest.raises(ChromarayError):
         hp.hpss(xp.ones((5, 5), dtype=xp.float32), margin=0.5)
+
+
+@pytest.mark.parametrize("kw", [{}, {"kernel_size": (17, 31), "margin": (1.0, 2.0)},
+                                {"margin": 3.0, "power": 1.0}])
+def test_masks_of_a_time_span_equal_the_whole_tracks(xp, kw):
+    """Frames [first, stop) from held frames [offset, offset + G) (the chain's spans):
+    bit-identical to the slice of the whole-track masks, at the track's ends too."""
+    S = xp.asarray(np.abs(librosa.stft(sg.music(seconds=2.4))))[None]
+    t = S.shape[-1]
+    whole = [to_numpy(m)[0] for m in hp.hpss_masks(S, **kw)]
+    for first, stop in [(0, 20), (30, 50), (t - 20, t)]:
+        lo, hi = max(0, first - 15), min(t, stop + 15)
+        part = hp.hpss_masks(S[..., lo:hi], lengths=xp.asarray([t]), frame_offset=lo, first=first,
+                             stop=stop, **kw)
+        for p, w in zip(part, whole):
+            assert p.shape == (1, S.shape[1], stop - first)
+            np.testing.assert_array_equal(to_numpy(p)[0], w[:, first:stop])
+
+
+@pytest.mark.parametrize("margin", [1.0, 3.0, (1.0, 2.0), (2.0, 1.0)])
+@pytest.mark.parametrize("power", [1.0, 2.0, np.inf])
+def test_harmonic_mask_is_the_first_of_hpss_masks(xp, margin, power):
+    S = xp.asarray(np.abs(librosa.stft(sg.chord([57, 61, 64], seconds=1.0) + sg.clicks(seconds=1.0))))
+    m_h, _ = hp.hpss_masks(S, margin=margin, power=power)
+    np.testing.assert_array_equal(to_numpy(hp.harmonic_mask(S, margin=margin, power=power)), to_numpy(m_h))
+    sub = hp.harmonic_mask(S, margin=margin, power=power, first=3, stop=9)
+    np.testing.assert_array_equal(to_numpy(sub), to_numpy(m_h)[:, 3:9])
+
+
+def test_span_outside_the_held_frames_rejected(xp):
+    S = xp.ones((1, 5, 20), dtype=xp.float32)
+    with pytest.raises(ChromarayError, match="not inside"):
+        hp.hpss_masks(S, frame_offset=10, first=5, stop=15)
+    with pytest.raises(ChromarayError, match="not inside"):
+        hp.harmonic_mask(S, frame_offset=10, first=12, stop=31)

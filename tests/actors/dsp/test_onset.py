@@ -10,10 +10,20 @@ import librosa
 import numpy as np
 import pytest
 
-from actors.dsp.onset import mel_filterbank, onset_strength_from_power, tempo
+from actors.dsp.onset import (
+    db_reference,
+    mel_db,
+    mel_filterbank,
+    onset_from_flux,
+    onset_pad_width,
+    onset_strength_from_mel_db,
+    onset_strength_from_power,
+    tempo,
+)
 from actors.dsp.stft import power_spectrogram, stft
 from actors.dsp.xp import to_numpy
-from tests import signals as sg
+from actors.errors import ChromarayError
+from pipeline.synth import signals as sg
 
 SR = 22050
 SIGNALS = {
@@ -93,3 +103,44 @@ def test_tempo_of_click_track(xp, bpm):
     frames_per_beat = 60.0 * SR / 512
     assert abs(frames_per_beat / est - frames_per_beat / bpm) <= 1.0
     assert est == pytest.approx(float(librosa.feature.tempo(onset_envelope=env, sr=SR)[0]))
+
+
+def test_onset_from_flux_shift_and_trim(xp):
+    """onset[t] = flux[t - pad - frame_offset] where it exists and t >= pad, else 0."""
+    flux = xp.asarray([[1, 2, 3, 4, 5]], dtype=xp.float32)
+    got = [to_numpy(onset_from_flux(flux, pad=2, first=a, stop=b, frame_offset=o))[0].tolist()
+           for a, b, o in [(0, 8, 0), (4, 9, 3), (0, 4, -3)]]
+    assert got == [[0, 0, 1, 2, 3, 4, 5, 0], [0, 1, 2, 3, 4], [0, 0, 4, 5]]
+    empty = onset_from_flux(xp.zeros((2, 0), dtype=xp.float32), pad=2, first=0, stop=3)
+    assert empty.shape == (2, 3) and not to_numpy(empty).any()
+    with pytest.raises(ChromarayError):
+        onset_from_flux(flux, pad=2, first=5, stop=4)
+
+
+def test_db_reference_counts_only_the_tracks_frames(xp):
+    rng = np.random.default_rng(3)
+    M = rng.normal(-40, 10, (2, 8, 30)).astype(np.float32)
+    M[0, 2, 4] = 5.0  # before frame 0 when the frames held start at -5
+    M[1, 3, 27] = 9.0  # past track 1's end (frame 20 - 5 + 1 = 16 held frames in)
+    ref = to_numpy(db_reference(xp.asarray(M), lengths=xp.asarray([25, 20]), frame_offset=-5))
+    np.testing.assert_array_equal(ref, [M[0, :, 5:30].max(), M[1, :, 5:25].max()])
+    np.testing.assert_array_equal(to_numpy(db_reference(xp.asarray(M))), M.max(axis=(1, 2)))
+    assert float(db_reference(xp.asarray(M[0]))) == M[0].max()  # (n_mels, T) -> scalar
+
+
+@pytest.mark.parametrize("kw", [{}, {"lag": 2, "max_size": 3}])
+def test_onset_of_a_time_span_equals_the_whole_tracks(xp, kw):
+    """Frames [first, stop) from held frames [offset, ...) with the track's reference:
+    bit-identical to the slice of the whole-track onset (the chain's spans)."""
+    y = sg.music(seconds=2.4)
+    M = mel_db(power_spectrogram(stft(xp.asarray(y)))[None], mel_filterbank(sr=SR, n_fft=2048, xp=xp))
+    t = M.shape[-1]
+    whole = to_numpy(onset_strength_from_mel_db(M, **kw))
+    np.testing.assert_array_equal(whole, to_numpy(_onset(xp, y[None], **kw)))
+    ref = db_reference(M)
+    pad = onset_pad_width(n_fft=2048, hop_length=512, **{k: v for k, v in kw.items() if k == "lag"})
+    for first, stop in [(0, 10), (1, 40), (50, 70), (t - 9, t)]:
+        lo = max(0, first - pad)
+        part = onset_strength_from_mel_db(M[..., lo:stop], ref_db=ref, frame_offset=lo, first=first, stop=stop,
+                                          lengths=xp.asarray([t]), **kw)
+        np.testing.assert_array_equal(to_numpy(part), whole[:, first:stop])

@@ -12,7 +12,7 @@ import pytest
 from actors.dsp import stft as st
 from actors.dsp.xp import to_numpy
 from actors.errors import ChromarayError
-from tests import signals as sg
+from pipeline.synth import signals as sg
 
 SIGNALS = {
     "chirp": lambda: sg.chirp(seconds=1.5),

@@ -21,7 +21,7 @@ from actors.features.batching import (
     meminfo_available_bytes,
     plan_batches,
 )
-from tests import signals as sg
+from pipeline.synth import signals as sg
 
 SR = 22050
 DSP = DSPConfig()

@@ -15,9 +15,13 @@ import numpy as np
 import pytest
 
 from actors.config import BatchConfig, DSPConfig
+from actors.dsp import hpss as hp
+from actors.dsp import onset as on
+from actors.dsp.chroma import chroma_from_power
+from actors.dsp.stft import stft
 from actors.errors import ChromarayError
 from actors.features import FeatureExtractor, TrackFeatures, span_window, track_frames
-from tests import signals as sg
+from pipeline.synth import signals as sg
 
 SR = 22050
 DSP = DSPConfig()
@@ -201,3 +205,137 @@ def test_gpu_request_without_gpu_is_a_user_error():
 def test_unknown_device_is_a_user_error():
     with pytest.raises(ChromarayError):
         FeatureExtractor(DSP, BatchConfig(device="tpu"))
+
+
+# ------------------------------------------------- the chain runs the kernels
+# Tolerances: padded batch 1e-6 (chroma; harmonic power relative; onset x its
+# peak), measured 0: the same kernels on the same frames. Spans 1e-5 (as spans
+# vs whole above): a span transforms its frames in other blocks, so the float32
+# FFT rounds differently (measured ~1e-6).
+OTHER_DSP = DSPConfig(hpss_margin=2.0, hpss_power=1.0, hpss_kernel_size=17, onset_lag=2, onset_max_size=3)
+KERNEL_YS = [sg.music(seconds=3.0), sg.chord([62, 65, 69], seconds=1.5), sg.clicks(bpm=100, seconds=2.1)]
+
+
+def kernel_features(ex: FeatureExtractor, y: np.ndarray) -> dict:
+    """One track alone through the kernels' public wrappers (hpss, onset_strength_from_power)."""
+    d = ex.dsp
+    mag = np.abs(stft(y, n_fft=d.n_fft, hop_length=d.hop_length))
+    H, _ = hp.hpss(mag, kernel_size=d.hpss_kernel_size, power=d.hpss_power, margin=d.hpss_margin)
+    hpow, power = H * H, mag * mag
+    onset_kw = {"n_fft": d.n_fft, "hop_length": d.hop_length, "lag": d.onset_lag, "max_size": d.onset_max_size,
+                "top_db": d.top_db}
+    return {"chroma": chroma_from_power(hpow, ex.chroma_fb), "hpow": hpow.sum(axis=0, dtype=np.float64),
+            "power": power.sum(axis=0, dtype=np.float64),
+            "onset": on.onset_strength_from_power(power, ex.mel_fb, **onset_kw),
+            "M_db": on.mel_db(power, ex.mel_fb), "onset_kw": onset_kw}
+
+
+def assert_same_as_kernels(f: TrackFeatures, k: dict) -> None:
+    np.testing.assert_allclose(f.chroma, k["chroma"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(f.onset, k["onset"], rtol=0, atol=1e-6 * max(1.0, float(k["onset"].max())))
+    assert f.harmonic_ratio == pytest.approx(k["hpow"].sum() / k["power"].sum(), rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("dsp", [DSP, OTHER_DSP], ids=["defaults", "margin-power-kernel-lag-maxsize"])
+def test_padded_batch_equals_kernel_wrappers(dsp):
+    ex = FeatureExtractor(dsp, BatchConfig(device="cpu"))
+    feats = ex(KERNEL_YS)
+    assert [r["n_tracks"] for r in ex.drain_batch_log()] == [len(KERNEL_YS)]  # one padded batch
+    for y, f in zip(KERNEL_YS, feats):
+        assert_same_as_kernels(f, kernel_features(ex, y))
+
+
+@pytest.mark.parametrize("dsp", [DSP, OTHER_DSP], ids=["defaults", "margin-power-kernel-lag-maxsize"])
+def test_spans_equal_kernel_wrappers(dsp):
+    """Each span's chroma, onset and harmonic energy equal the kernels on the whole
+    track; per-span onset references equal the span-aware kernel on the frames it holds."""
+    ex = FeatureExtractor(dsp, BatchConfig(device="cpu"))
+    y = np.concatenate([sg.music(seconds=1.5), 1e-5 * sg.music(seconds=1.5, seed=3)])  # loud, then 100 dB down
+    k = kernel_features(ex, y)
+    t = k["M_db"].shape[-1]
+    ref = float(on.db_reference(k["M_db"]))  # the kernels' top_db reference, not the chain's
+    for size in (1, 37, t):
+        for f0 in range(0, t, size):
+            f1 = min(t, f0 + size)
+            a, b = span_window(f0, f1, dsp)
+            window = y[max(a, 0) : min(b, len(y))]
+            exact = ex.extract_span(window, window_start=max(a, 0), first_frame=f0, stop_frame=f1,
+                                    total_samples=len(y), ref_db=ref)
+            np.testing.assert_allclose(exact.chroma, k["chroma"][:, f0:f1], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(exact.onset, k["onset"][f0:f1], rtol=0, atol=1e-5)
+            assert exact.harmonic_energy == pytest.approx(k["hpow"][f0:f1].sum(), rel=1e-5, abs=1e-30)
+            if size != 37:
+                continue
+            # frames the chain holds for this span: [g0, g1), of which [max(g0, 0), min(g1, t)) exist
+            g0 = (a + dsp.n_fft // 2) // dsp.hop_length
+            g1 = (b - dsp.n_fft + dsp.n_fft // 2) // dsp.hop_length + 1
+            lo, hi = max(g0, 0), min(g1, t)
+            own = on.onset_strength_from_mel_db(k["M_db"][None, :, lo:hi], lengths=np.array([t]), frame_offset=lo,
+                                                first=f0, stop=f1, **k["onset_kw"])[0]
+            per_span = ex.extract_span(window, window_start=max(a, 0), first_frame=f0, stop_frame=f1,
+                                       total_samples=len(y))
+            np.testing.assert_allclose(per_span.onset, own, rtol=0, atol=1e-5)
+            if f0 >= t // 2 + 37:  # the quiet half: its own reference really differs
+                assert not np.allclose(per_span.onset, exact.onset, atol=1e-2)
+
+
+def _shorter(f):
+    return lambda X, *, size, **kw: f(X, size=size - 4, **kw)
+
+
+#: perturbed kernel steps (module, name, wrapper of the original, output that must move)
+PERTURBED = {
+    "median-time": (hp, "median_along_time", _shorter, "chroma"),
+    "median-freq": (hp, "median_along_freq", _shorter, "chroma"),
+    "softmask": (hp, "softmask", lambda f: lambda X, R, **kw: f(X, 2.0 * R, **kw), "chroma"),
+    "mel-db": (on, "mel_db", lambda f: lambda S, fb: f(S, fb) * 1.25, "onset"),
+    "db-reference": (on, "db_reference", lambda f: lambda M, **kw: f(M, **kw) + 40.0, "onset"),
+    "flux": (on, "onset_flux", lambda f: lambda M, **kw: f(M, **kw) ** 2, "onset"),
+    "shift": (on, "onset_from_flux", lambda f: lambda flux, *, pad, **kw: f(flux, pad=pad + 1, **kw), "onset"),
+}
+
+
+@pytest.mark.parametrize("step", sorted(PERTURBED))
+def test_chain_calls_the_kernels(extractor, monkeypatch, step):
+    """Perturb one kernel step where the kernels look it up: the chain's output moves
+    with it (batch and spans) and still equals the perturbed wrappers. A private copy
+    of the step in the chain would keep the old output and fail here."""
+    module, name, perturb, field = PERTURBED[step]
+    before = extractor(KERNEL_YS)
+    monkeypatch.setattr(module, name, perturb(getattr(module, name)))
+    after = extractor(KERNEL_YS)
+    assert np.abs(getattr(after[0], field) - getattr(before[0], field)).max() > 1e-2
+    for y, f in zip(KERNEL_YS, after):
+        assert_same_as_kernels(f, kernel_features(extractor, y))
+    y = KERNEL_YS[0]
+    assert_same(_spans(extractor, y, 37, ref_db=extractor._track_ref_db(y, 50)), after[0])
+
+
+# ------------------------------------------------------------------ n_samples
+def test_n_samples_is_the_decoded_sample_count(extractor):
+    ys = [sg.music(seconds=2.0), sg.clicks(seconds=1.0)[:-300], sg.chirp(seconds=0.05)]
+    assert [f.n_samples for f in extractor(ys)] == [len(y) for y in ys]  # one padded batch
+    assert extractor([ys[1]])[0].n_samples == len(ys[1])  # alone
+    # samples within one hop give the same frames: n_frames alone cannot tell them apart
+    assert [f.n_samples for f in extractor([ys[1][:-1], ys[1][:-2]])] == [len(ys[1]) - 1, len(ys[1]) - 2]
+    y = ys[0][:-77]
+    assert _spans(extractor, y, 37).n_samples == len(y)
+    assert _spans(extractor, y, 37, total_known=False).n_samples == len(y)  # streamed: the last spans know
+
+
+def test_n_samples_of_a_time_chunked_track():
+    probe = FeatureExtractor(DSP, BatchConfig(device="cpu"))
+    bps = probe.probe(sg.music(seconds=1.0))
+    ex = FeatureExtractor(DSP, BatchConfig(device="cpu", memory_budget_bytes=int(2 * bps), min_chunk_seconds=1.0))
+    ex.bytes_per_second = bps  # skip the probe: the budget is sized from this estimate
+    y = sg.music(seconds=5.0)[:-123]
+    (f,) = ex([y])
+    assert [r["time_chunked"] for r in ex.drain_batch_log()] == [1]
+    assert f.n_samples == len(y)
+
+
+def test_spans_that_never_learn_the_total_are_refused(extractor):
+    y = sg.music(seconds=1.0)
+    part = extractor.extract_span(y, window_start=0, first_frame=0, stop_frame=10, total_samples=None)
+    with pytest.raises(ChromarayError, match="sample count"):
+        extractor.finalize_track([part])

@@ -85,8 +85,8 @@ def test_mamba_ssm_kernels_match_pure_path(monkeypatch):
     monkeypatch.delenv(FORCE_FALLBACK_ENV, raising=False)
     spec = ModelSpec(arch="mamba", task="tokens", vocab_size=V, d_model=64, n_layers=2, d_conv=6)
     fast = build_model(spec).cuda().eval()
-    assert fast.backbone.backend == "mamba_ssm" and spec.d_conv == 4
-    pure = build_model(spec, backend="mambapy").cuda().eval()
+    assert fast.backbone.backend == "mamba_ssm" and fast.spec.d_conv == 4 and spec.d_conv == 6
+    pure = build_model(fast.spec, backend="mambapy").cuda().eval()  # the spec the checkpoint records
     pure.load_state_dict(fast.state_dict())
     x = _input("tokens").cuda()
     with torch.no_grad():

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.synth import tremolo_library
 from tests.paths import REPO
 from tests.ray_cluster import PrivateRayHead
 
@@ -102,21 +103,8 @@ def test_cluster_yaml_roles_and_install(cluster_cfg):
 def make_library(root: Path, n: int, seconds: float) -> tuple[list[Path], Path, Path]:
     """``n`` distinct seeded WAV tracks, one byte-identical copy under another name and one
     broken file. Returns (distinct files, the copy, the broken file)."""
-    import numpy as np
-    import soundfile as sf
-
     root.mkdir(parents=True)
-    rng = np.random.default_rng(11)
-    sr = 16000  # 16-bit at 16 kHz keeps the files small; the pipeline resamples to 22050 Hz
-    t = np.arange(int(seconds * sr)) / sr
-    files = []
-    for i in range(n):
-        notes = 110.0 * 2 ** (rng.integers(0, 36, size=3) / 12)
-        x = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6.28)) for f in notes) / 3
-        x = x * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t)) + 0.02 * rng.standard_normal(t.size)
-        p = root / f"{i:03d}.wav"
-        sf.write(p, (0.8 * x).astype(np.float32), sr, subtype="PCM_16")
-        files.append(p)
+    files = tremolo_library(root, n, seconds)  # 16 kHz 16-bit: small files; the pipeline resamples
     sub = root / "copies"
     sub.mkdir()
     copy_path = sub / "000 (copy).wav"
@@ -139,6 +127,7 @@ def db_query(db: Path, sql: str, *args) -> list[tuple]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(420)
 def test_stop_and_resubmit_fingerprint_job(tmp_path):
     import pyarrow.parquet as pq

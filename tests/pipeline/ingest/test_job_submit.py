@@ -8,10 +8,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.store import Run, Track, open_db
-from tests.library import good_library
+from pipeline.synth import good_library
 from tests.ray_cluster import PrivateRayHead
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def test_ray_job_submit_runs_the_fingerprint_job(tmp_path):

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from pipeline.config import load_config
 from pipeline.ingest.run import run_fingerprint
 from pipeline.store import ErrorRow, Feature, Fingerprint, ParquetPart, Track, TrackPath, open_db, parts_of
-from tests.library import broken_files, good_library, write_song
+from pipeline.synth import broken_files, good_library, write_song
 from tests.paths import REPO as ROOT
 
 
@@ -175,6 +175,7 @@ def test_cli_user_errors_are_one_line(tmp_path):
     assert p.returncode == 2 and "memory-fraction" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.ray
 def test_cli_output_is_quiet_and_ends_with_a_summary(tmp_path):
     """Normal output: a progress bar and a summary, none of Ray's own log lines (they go to
     OUT/ray-driver.log); exit 0 when something was processed even with a broken file."""

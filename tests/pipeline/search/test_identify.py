@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from benchmarks.bench_identify import SR, add_noise, change_speed, insert_tracks, library_chroma, reencode, synth_song
 from pipeline.search import index
 from pipeline.search.duplicates import find_duplicates
 from pipeline.search.identify import Identifier, identify
 from pipeline.store import open_db
+from pipeline.synth import SR, add_noise, change_speed, drums, reencode, store_signals, varied_song
 
 SONG_S = 20.0
 SEEDS = [11, 12, 13, 14, 15]
@@ -24,16 +24,15 @@ def library(tmp_path_factory):
     song 11 as low-bitrate MP3, trimmed by 1.5 s at the start, padded with 1 s of silence, quieter;
     song 12 as OGG/Vorbis, louder. Returns (engine, db path, songs, paths)."""
     work = tmp_path_factory.mktemp("identify")
-    songs = {s: synth_song(s, SONG_S) for s in SEEDS}
+    songs = {s: varied_song(s, SONG_S) for s in SEEDS}
     trim = int(1.5 * SR)
     copy_a = np.concatenate([reencode(songs[11], "mp3")[trim:] * 0.4, np.zeros(SR, np.float32)]).astype(np.float32)
     copy_b = np.clip(reencode(songs[12], "ogg") * 1.2, -1, 1).astype(np.float32)
     items = [(f"/music/song{s}.wav", y) for s, y in songs.items()]
     items += [("/music/copies/song11-trimmed.mp3", copy_a), ("/music/copies/song12.ogg", copy_b)]
-    chroma = library_chroma([y for _, y in items])
     db = work / "lib.sqlite"
     engine = open_db(db)
-    insert_tracks(engine, [(p, c, len(y) / SR) for (p, y), c in zip(items, chroma)])
+    store_signals(engine, work / "parts", items)
     index.sync(engine)
     yield engine, db, songs, work
     engine.dispose()
@@ -84,7 +83,7 @@ def test_speed_changed_clip(ident, library):
 def test_out_of_library_clips_do_not_match(ident):
     rng = np.random.default_rng(3)
     for seed in (900, 901, 902):
-        y = synth_song(seed, 12.0)
+        y = varied_song(seed, 12.0)
         clip = _clip(y, 1.0, 10.0)
         if seed == 901:
             clip = reencode(add_noise(clip, 10.0, rng), "ogg")
@@ -113,7 +112,7 @@ def test_cli_identify_and_duplicates_json(library, capsys):
     inside = work / "clip-inside.wav"
     outside = work / "clip-outside.ogg"
     sf.write(inside, _clip(songs[12], 3.0, 6.0, 300), SR)
-    sf.write(outside, _clip(synth_song(777, 10.0), 2.0, 6.0), SR, format="OGG", subtype="VORBIS")
+    sf.write(outside, _clip(varied_song(777, 10.0), 2.0, 6.0), SR, format="OGG", subtype="VORBIS")
     assert main(["identify", str(inside), str(outside), "--db", str(db), "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["clip"] for x in lines] == [str(inside), str(outside)]
@@ -137,17 +136,12 @@ def test_static_drum_loops_are_not_duplicates(tmp_path):
     """Drum-only tracks at different tempos have nearly constant chroma, so their codes agree at
     any offset; without the alignment-contrast check they grouped as one recording (seen on the
     demo library). A re-encoded copy among them is still found."""
-    from pipeline.synth.audio import SR as DEMO_SR
-    from pipeline.synth.audio import drums
-
-    assert DEMO_SR == SR
     loops = {bpm: drums(30.0, bpm, np.random.default_rng(int(bpm))) * 0.5 for bpm in (84.0, 97.0, 131.0, 152.0)}
     items = [(f"/music/drums{int(b)}.wav", y) for b, y in loops.items()]
-    items.append(("/music/copies/song13.mp3", reencode(synth_song(13, SONG_S), "mp3")))
-    items.append(("/music/song13.wav", synth_song(13, SONG_S)))
-    chroma = library_chroma([y for _, y in items])
+    items.append(("/music/copies/song13.mp3", reencode(varied_song(13, SONG_S), "mp3")))
+    items.append(("/music/song13.wav", varied_song(13, SONG_S)))
     engine = open_db(tmp_path / "lib.sqlite")
-    insert_tracks(engine, [(p, c, len(y) / SR) for (p, y), c in zip(items, chroma)])
+    store_signals(engine, tmp_path / "parts", items)
     index.sync(engine)
     groups = [sorted(p for m in g.members for p in m["paths"]) for g in find_duplicates(engine)]
     assert groups == [["/music/copies/song13.mp3", "/music/song13.wav"]]

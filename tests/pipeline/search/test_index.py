@@ -8,9 +8,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from actors.fingerprint import FP_FRAME_RATE_HZ, FP_VERSION
+from actors.fingerprint import DECIMATE, FP_FRAME_RATE_HZ, FP_VERSION
 from pipeline.search import index
 from pipeline.store import Fingerprint, Track, open_db
+
+#: Analysis frame rate of the default settings (fingerprint rows store the code rate, / DECIMATE).
+RATE = FP_FRAME_RATE_HZ * DECIMATE
 
 
 def _h(i: int) -> str:
@@ -23,12 +26,13 @@ def _codes(i: int, n: int = 300) -> np.ndarray:
     return np.repeat(rng.integers(0, 2**32, size=n // 3 + 1, dtype=np.uint64).astype(np.uint32), 3)[:n]
 
 
-def _store(engine, items, version=FP_VERSION):
+def _store(engine, items, version=FP_VERSION, code_rate=FP_FRAME_RATE_HZ):
     with Session(engine) as s, s.begin():
         for h, codes in items:
-            s.merge(Track(content_hash=h, kind="audio", format="WAV", size_bytes=0, duration_s=10.0,
-                          features_version="f", run_id="t")) if s.query(Track).filter_by(content_hash=h).first() is None else None
-            s.merge(Fingerprint(content_hash=h, version=version, frame_rate_hz=FP_FRAME_RATE_HZ,
+            if s.query(Track).filter_by(content_hash=h).first() is None:
+                s.merge(Track(content_hash=h, kind="audio", format="WAV", size_bytes=0, duration_s=10.0,
+                              features_version="f", run_id="t"))
+            s.merge(Fingerprint(content_hash=h, version=version, frame_rate_hz=code_rate,
                                 n_codes=len(codes), codes=np.asarray(codes, "<u4").tobytes()))
 
 
@@ -56,7 +60,7 @@ def engine(tmp_path):
 def test_add_lookup_remove(engine):
     items = [(_h(i), _codes(i)) for i in range(5)]
     _store(engine, items)
-    assert index.add_tracks(engine, items[:3]) == 3
+    assert index.add_tracks(engine, items[:3], frame_rate_hz=RATE) == 3
     idx = index.FingerprintIndex.open(engine)
     assert _posting_set(idx) == _expected(items[:3])
     # Lookup: every code of track 1 finds track 1 at the right frames.
@@ -66,7 +70,7 @@ def test_add_lookup_remove(engine):
     for j in range(10):
         assert (j, _h(1), 10 + j) in hits
     # Incremental: add two more, remove one; readers see exactly the live set.
-    index.add_tracks(engine, items[3:])
+    index.add_tracks(engine, items[3:], frame_rate_hz=RATE)
     assert index.remove_tracks(engine, [_h(1)]) == 1
     idx = index.FingerprintIndex.open(engine)
     live = [it for it in items if it[0] != _h(1)]
@@ -128,7 +132,7 @@ def test_crash_leftovers_are_removed_and_readonly_open(engine, tmp_path):
     d = index.index_dir(engine)
     (d / "seg-deadbeefdeadbeef.npy").write_bytes(b"partial")
     (d / ".tmp-123.npy").write_bytes(b"partial")
-    index.add_tracks(engine, [(_h(7), _codes(7))])
+    index.add_tracks(engine, [(_h(7), _codes(7))], frame_rate_hz=RATE)
     index.maybe_compact(engine, force=True)
     assert {p.name for p in d.iterdir()} == set(_segment_names(engine))
     ro = open_db(tmp_path / "lib.sqlite", readonly=True)
@@ -162,3 +166,36 @@ def test_deleted_index_files_are_rebuilt(engine):
     index.sync(engine)
     assert not index.is_stale(engine)
     assert _posting_set(index.FingerprintIndex.open(engine)) == _expected(items)
+
+
+def test_each_track_keeps_its_own_analysis_rate(engine):
+    """Rows store the code rate; the index holds analysis rate = code rate x DECIMATE for every
+    track, whatever the settings (hop 256: 21.5 codes/s, which the old heuristic took for an
+    analysis rate). A row whose rate changes (a schema upgrade stores the true rate) is stale."""
+    default, hop256 = [(_h(i), _codes(i)) for i in range(2)], [(_h(i), _codes(i)) for i in range(2, 4)]
+    _store(engine, default)
+    _store(engine, hop256, code_rate=22050 / 256 / DECIMATE)
+    index.sync(engine)
+    idx = index.FingerprintIndex.open(engine)
+    rates = {t.content_hash: t.frame_rate_hz for t in idx.tracks.values()}
+    assert rates == {**{h: 22050 / 512 for h, _ in default}, **{h: 22050 / 256 for h, _ in hop256}}
+    assert not index.is_stale(engine)
+    with Session(engine) as s, s.begin():
+        s.get_one(Fingerprint, _h(0)).frame_rate_hz = 22050 / 1024 / DECIMATE
+    assert index.is_stale(engine)
+    st = index.sync(engine)
+    assert (st["added"], st["removed"], st["tracks"]) == (1, 1, 4) and not index.is_stale(engine)
+    idx = index.FingerprintIndex.open(engine)
+    assert {t.content_hash: t.frame_rate_hz for t in idx.tracks.values()}[_h(0)] == 22050 / 1024
+
+
+def test_lookup_restricted_to_a_mask(engine):
+    items = [(_h(i), _codes(i)) for i in range(3)]
+    _store(engine, [items[0], items[1], (items[2][0], items[0][1])])  # track 2 holds track 0's codes
+    index.sync(engine)
+    idx = index.FingerprintIndex.open(engine)
+    key = {t.content_hash: k for k, t in idx.tracks.items()}
+    _, keys, _ = idx.lookup(items[0][1][:20])
+    assert set(keys.tolist()) == {key[_h(0)], key[_h(2)]}
+    _, keys, _ = idx.lookup(items[0][1][:20], idx.mask([key[_h(2)], key[_h(1)]]))
+    assert set(keys.tolist()) == {key[_h(2)]}

@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from actors.train.config import FaultInjection
 from pipeline.store import ParquetPart, Run, TrainMetric, open_db
 from pipeline.train.driver import TrainRequest, run_training
 from pipeline.train.profiles import load_profile
@@ -111,12 +112,9 @@ def library(tmp_path_factory) -> Path:
 
 
 def tiny_profile(**kw):
-    prof = load_profile("laptop")
-    prof.workers, prof.batch_size, prof.seq_len, prof.d_model, prof.n_layers = 2, 8, 64, 32, 2
-    prof.checkpoint_every, prof.log_every, prof.lr, prof.eval_fraction = 10, 5, 5e-3, 0.2
-    for k, v in kw.items():
-        setattr(prof, k, v)
-    return prof.validate()
+    return load_profile("laptop").replace(**{
+        "workers": 2, "batch_size": 8, "seq_len": 64, "d_model": 32, "n_layers": 2,
+        "checkpoint_every": 10, "log_every": 5, "lr": 5e-3, "eval_fraction": 0.2, **kw})
 
 
 def _metrics(db: Path, run_id: str, split: str = "train") -> list[TrainMetric]:
@@ -145,7 +143,7 @@ def mamba_run(ray_local, library, tmp_path_factory):
     t0 = time.perf_counter()
     out = run_training(TrainRequest(arch="mamba", data="midi", db=library, name="m-tok", profile=tiny_profile(),
                                     max_steps=30, storage=tmp / "runs",
-                                    fault={"step": 15, "rank": 1, "marker": str(marker)}))
+                                    fault=FaultInjection(step=15, rank=1, marker=str(marker))))
     return out, marker, tmp / "runs", time.perf_counter() - t0
 
 
@@ -229,3 +227,25 @@ def test_transformer_frames_beats_mean_frame_baseline(ray_local, library, tmp_pa
     assert s["eval_frame_mse"] < 0.5 * b["mean_frame_mse_eval"], s
     assert s["loss_last10"] < 0.5 * b["mean_frame_mse_train"]
     assert s["loss_first"] > 0.8 * b["mean_frame_mse_train"]
+
+
+def test_train_cli_end_to_end(ray_local, library, tmp_path, capsys):
+    """`chromaray train` through the CLI: profile overrides reach the loop, the job joins the
+    running Ray and leaves it up, the JSON summary is what the driver recorded."""
+    from jobs.cli import main
+
+    rc = main(["train", "transformer", "--db", str(library), "--data", "midi", "--name", "cli-tiny",
+               "--storage", str(tmp_path / "runs"), "--profile", "laptop", "--max-steps", "6", "--workers", "2",
+               "--batch-size", "4", "--seq-len", "32", "--d-model", "16", "--layers", "1",
+               "--checkpoint-every", "3", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.startswith("profile: laptop (cli); workers=2 batch/worker=4 precision=fp32 seq_len=32\n")
+    summary = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    assert (summary["steps"], summary["workers"], summary["batch_size"], summary["seq_len"]) == (6, 2, 4, 32)
+    assert ray_local.is_initialized()
+    run = _run(library, summary["run_id"])
+    assert run.status == "finished" and run.config["profile"]["d_model"] == 16
+    assert run.config["model"]["n_layers"] == 1 and run.config["profile"]["checkpoint_every"] == 3
+    assert [r.step for r in _metrics(library, summary["run_id"])] == list(range(1, 7))
+    assert len(list((tmp_path / "runs" / "cli-tiny").glob("checkpoint_*/model.pt"))) == 2  # steps 3 and 6

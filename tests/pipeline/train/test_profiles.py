@@ -7,6 +7,7 @@ from actors.errors import ChromarayError
 from pipeline.train.profiles import (
     PROFILE_ENV,
     Hardware,
+    Profile,
     auto_profile_name,
     available_profiles,
     check_cluster_fits,
@@ -57,7 +58,7 @@ def test_bad_profiles_raise(tmp_path):
         select_profile("laptop", overrides={"precision": "int4"})
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nworkers: 1\nturbo: true\n")
-    with pytest.raises(ChromarayError, match="unknown fields"):
+    with pytest.raises(ChromarayError, match=r"unknown option\(s\) \['turbo'\] in profile .*bad.yaml"):
         load_profile(str(bad))
 
 
@@ -80,3 +81,40 @@ def test_gpu_profile_on_cpu_only_ray_fails_fast(ray_local, tmp_path):
                        profile=load_profile("workstation"), max_steps=1)
     with pytest.raises(ChromarayError, match="GPUs"):
         run_training(req)
+
+
+@pytest.mark.parametrize("name", ["laptop", "workstation", "cluster"])
+def test_profile_round_trips_and_is_frozen(name):
+    import dataclasses
+
+    prof = load_profile(name)
+    assert Profile.from_dict(prof.to_dict()) == prof
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prof.batch_size = 1  # type: ignore[misc]
+    changed = prof.replace(batch_size=3)
+    assert (changed.batch_size, prof.batch_size) == (3, load_profile(name).batch_size)
+
+
+def test_profile_override_with_a_bad_type_is_one_clear_error():
+    with pytest.raises(ChromarayError, match=r"bad value 'eight' for profile laptop.batch_size"):
+        select_profile("laptop", overrides={"batch_size": "eight"})
+    with pytest.raises(ChromarayError, match=r"bad value 2.5 for profile laptop.n_layers"):
+        select_profile("laptop", overrides={"n_layers": 2.5})
+    with pytest.raises(ChromarayError, match=r"unknown option\(s\) \['turbo'\] in profile laptop"):
+        select_profile("laptop", overrides={"turbo": True})
+    with pytest.raises(ChromarayError, match="workers must be a positive integer or 'auto'"):
+        select_profile("laptop", overrides={"workers": "many"})
+    # Environment-style strings are coerced to the field's type; workers takes a count or "auto".
+    p = select_profile("laptop", overrides={"batch_size": "12", "lr": "0.01", "workers": "3"})
+    assert (p.batch_size, p.lr, p.workers) == (12, 0.01, 3)
+    assert select_profile("laptop", overrides={"workers": "auto"}).workers == "auto"
+
+
+def test_profile_file_with_a_bad_type_names_the_file(tmp_path):
+    bad = tmp_path / "odd.yaml"
+    bad.write_text("workers: 1\nseq_len: long\n")
+    with pytest.raises(ChromarayError, match=r"bad value 'long' for profile .*odd.yaml.seq_len"):
+        load_profile(str(bad))
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("workers: 1\nseq_len: 32\n")
+    assert (load_profile(str(ok)).name, load_profile(str(ok)).source) == ("ok", "file")

@@ -249,7 +249,7 @@ def test_read_only_never_writes(demo):
     assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns) == before
     data = DashboardData(db)
     with data.engine().connect() as conn:
-        with pytest.raises(OperationalError, match="readonly|read-only|query_only|attempt to write"):
+        with pytest.raises(OperationalError, match=r"readonly|read-only|query_only|attempt to write"):
             conn.execute(text("CREATE TABLE sneaky(x)"))
         with pytest.raises(OperationalError):
             conn.execute(text("DELETE FROM runs"))

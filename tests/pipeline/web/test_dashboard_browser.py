@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.library import good_library
+from pipeline.synth import good_library
 from tests.pipeline.web.test_dashboard import REPO, SCRIPT_REASON, XSS_NAME, DashboardServer, populate
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+                                reason="needs Debian's chromium and chromium-driver "
+                                       "(apt-get install chromium chromium-driver)")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,8 @@ def painted_pixels(driver, canvas_id: str) -> int:
 def texts(driver, css: str) -> list[list[str]]:
     from selenium.webdriver.common.by import By
 
-    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, css)]
+    rows = driver.find_elements(By.CSS_SELECTOR, css)
+    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in rows]
 
 
 def assert_no_injection(driver) -> None:
@@ -203,6 +205,7 @@ def write_library(root: Path, n: int = 4, seconds: float = 4.0) -> list[Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_page_on_real_fingerprint_run(page, tmp_path):
     browser = page
     from selenium.webdriver.common.by import By
