@@ -48,6 +48,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 raise ChromarayError(f"bad value {value!r} for {where}: expected true or false")
             return low in {"1", "true", "yes", "on"}
         return bool(value)
+    if annotation in (int, float) and isinstance(value, bool):
+        raise ChromarayError(f"bad value {value!r} for {where}: expected a number")
     if annotation in (int, float, str):
         try:
             if annotation is int and isinstance(value, float) and not value.is_integer():
@@ -55,9 +57,31 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return annotation(value)
         except (TypeError, ValueError) as exc:
             raise ChromarayError(f"bad value {value!r} for {where}: {exc}") from None
-    if origin is tuple and isinstance(value, (list, tuple)):
-        return tuple(value)
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if isinstance(value, str):  # environment: "1.0,1.02,0.98"
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ChromarayError(f"bad value {value!r} for {where}: expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ChromarayError(f"bad value {value!r} for {where}: expected {len(args)} items")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
     return value
+
+
+def require(ok: bool, message: str) -> None:
+    """A config invariant; ``from_dict`` adds where the bad value came from."""
+    if not ok:
+        raise ChromarayError(message)
+
+
+def require_positive(cfg: Any, *names: str, allow_zero: bool = False) -> None:
+    """Each named field is > 0 (>= 0 with ``allow_zero``)."""
+    for name in names:
+        v = getattr(cfg, name)
+        require(v >= 0 if allow_zero else v > 0, f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -79,8 +103,8 @@ class Settings:
         values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
         try:
             return cls(**values)
-        except (TypeError, ValueError) as exc:
-            raise ChromarayError(f"bad value in {where}: {exc}") from exc
+        except (TypeError, ValueError, ChromarayError) as exc:
+            raise ChromarayError(f"bad value in {where}: {exc}") from None
 
     def replace(self: S, where: str | None = None, **changes: Any) -> S:
         """A copy with ``changes`` applied, coerced and checked like :meth:`from_dict`."""
@@ -108,6 +132,14 @@ class DSPConfig(Settings):
     tempo_ac_size_s: float = 8.0
     tempo_max_bpm: float = 320.0
 
+    def __post_init__(self) -> None:
+        require_positive(self, "sample_rate", "n_fft", "hop_length", "hpss_kernel_size", "hpss_power", "n_mels",
+                         "onset_lag", "onset_max_size", "top_db", "tempo_start_bpm", "tempo_std_bpm",
+                         "tempo_ac_size_s", "tempo_max_bpm")
+        require(self.hpss_margin >= 1, f"hpss_margin must be >= 1, got {self.hpss_margin!r}")
+        require(self.n_chroma == 12, f"n_chroma must be 12 (fingerprints compare the 12 pitch classes), "
+                                     f"got {self.n_chroma!r}")
+
     @property
     def frame_rate_hz(self) -> float:
         return self.sample_rate / self.hop_length
@@ -128,3 +160,9 @@ class BatchConfig(Settings):
     memory_budget_bytes: int = 0  # >0 forces a budget (tests, shared machines)
     max_tracks_per_batch: int = 16
     min_chunk_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        require(self.device in ("auto", "cpu", "gpu"), f"device must be auto, cpu or gpu, got {self.device!r}")
+        require(0 < self.memory_fraction <= 1, f"memory_fraction must be in (0, 1], got {self.memory_fraction!r}")
+        require_positive(self, "memory_budget_bytes", allow_zero=True)
+        require_positive(self, "max_tracks_per_batch", "min_chunk_seconds")

@@ -11,6 +11,9 @@ import logging
 import os
 import sys
 
+from actors.config import BatchConfig
+from pipeline.config import PipelineConfig
+
 HELP = "extract features + fingerprints from audio/MIDI folders (incremental)"
 
 
@@ -19,12 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="audio/MIDI files or folders (default: a demo library)")
     parser.add_argument("--db", default="results/chromaray.db", help="SQLite database (default: %(default)s)")
     parser.add_argument("--out", default="results", help="output folder for Parquet (default: %(default)s)")
-    parser.add_argument("--config", help="YAML config (sections dsp, batch, pipeline)")
+    parser.add_argument("--config", help="YAML config (sections dsp, batch, pipeline; see pipeline/config.py)")
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else Ray in-process)")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], help="where the DSP runs (default: auto)")
     parser.add_argument("--actors", type=int, help="feature actors (default: one per free CPU or per GPU)")
-    parser.add_argument("--chunk-seconds", type=float, help="stream files longer than this in spans (default 300)")
-    parser.add_argument("--memory-fraction", type=float, help="share of free memory a batch may use (default 0.8)")
+    parser.add_argument("--chunk-seconds", type=float,
+                        help=f"stream files longer than this in spans (default {PipelineConfig.chunk_seconds:g})")
+    parser.add_argument("--memory-fraction", type=float,
+                        help=f"share of free memory a batch may use (default {BatchConfig.memory_fraction:g})")
     parser.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     parser.add_argument("--retry-errors", action="store_true", help="retry files that failed before")
     parser.add_argument("--name", help="a name for this run (shown in the dashboard)")
@@ -36,11 +41,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     o: dict[str, dict] = {"batch": {}, "pipeline": {}}
     if args.device:
         o["batch"]["device"] = args.device
-    if args.memory_fraction is not None:
-        if not 0 < args.memory_fraction <= 1:
-            from actors.errors import ChromarayError
-
-            raise ChromarayError("--memory-fraction must be in (0, 1]")
+    if args.memory_fraction is not None:  # ranges are checked by the config (one line, exit 2)
         o["batch"]["memory_fraction"] = args.memory_fraction
     if args.actors is not None:
         o["pipeline"]["feature_actors"] = args.actors

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from actors.config import BatchConfig, DSPConfig, Settings
+from actors.config import BatchConfig, DSPConfig, Settings, require, require_positive
 from actors.errors import ChromarayError
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"})
@@ -41,6 +41,11 @@ class PipelineConfig(Settings):
     feature_gpus: float = 0.0  # >0 only when the cluster has GPUs (checked before submitting)
     parquet_rows_per_part: int = 64
     progress_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        require_positive(self, "chunk_seconds", "files_per_shard", "feature_batch_rows", "decode_cpus",
+                         "feature_cpus", "parquet_rows_per_part", "progress_interval_s")
+        require_positive(self, "feature_actors", "feature_gpus", allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,38 @@ class IdentifyConfig(Settings):
     contrast_shifts: tuple[int, ...] = (-64, -32, 32, 64)  # codes
     min_duplicate_overlap_s: float = 10.0
 
+    def __post_init__(self) -> None:
+        for name in ("accept_score_short", "accept_score_long", "early_stop_score", "duplicate_score"):
+            v = getattr(self, name)
+            require(0 < v < 0.5, f"{name} must be in (0, 0.5) (0.5 is chance), got {v!r}")
+        require_positive(self, "short_codes", "min_aligned_codes", "n_verify")
+        require(0 <= self.n_flips <= 32, f"n_flips must be in 0..32, got {self.n_flips!r}")
+        require(bool(self.speeds) and all(v > 0 for v in self.speeds), f"speeds must be > 0, got {self.speeds!r}")
+        require_positive(self, "min_duplicate_overlap_s", allow_zero=True)
+
+
+@dataclass(frozen=True)
+class MatchConfig(Settings):
+    """MIDI -> recording matching (pipeline.midi_match): acceptance and the candidate budget.
+
+    ``min_score`` is the chance-corrected DTW alignment score a pair must reach (see
+    pipeline.midi_match for how it was chosen). Candidates are pruned by pitch-class profile
+    to ``max_candidates``; pairs with more than ``coarse_min_cells`` DTW cells at ~5 Hz are
+    first ranked at ~1 Hz (``coarse_factor``) and only ``fine_candidates`` of them are
+    aligned at full rate.
+    """
+
+    min_score: float = 0.55
+    top_k: int = 5
+    max_candidates: int = 64
+    coarse_factor: int = 5
+    coarse_min_cells: int = 250_000
+    fine_candidates: int = 8
+
+    def __post_init__(self) -> None:
+        require(0 < self.min_score <= 1, f"min_score must be in (0, 1], got {self.min_score!r}")
+        require_positive(self, "top_k", "max_candidates", "coarse_factor", "coarse_min_cells", "fine_candidates")
+
 
 @dataclass(frozen=True)
 class ChromarayConfig(Settings):
@@ -77,6 +114,7 @@ class ChromarayConfig(Settings):
     batch: BatchConfig = field(default_factory=BatchConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     identify: IdentifyConfig = field(default_factory=IdentifyConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
 
 
 def read_yaml(path: str | os.PathLike, *, what: str) -> dict[str, Any]:

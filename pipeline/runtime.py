@@ -67,9 +67,11 @@ def prepare_environment(verbose: bool = False) -> None:
         os.environ.setdefault(k, v)
 
 
-def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int | None = None) -> RayInfo:
-    """Start a local Ray (``num_cpus`` caps it) or join ``address``/``$RAY_ADDRESS``; a Ray
-    already running in this process is reused. Unreachable cluster: one ChromarayError."""
+def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int | None = None,
+             object_store_memory: int | None = None) -> RayInfo:
+    """Start a local Ray (``num_cpus`` and ``object_store_memory`` bytes cap it) or join
+    ``address``/``$RAY_ADDRESS``; a Ray already running in this process is reused.
+    Unreachable cluster: one ChromarayError."""
     prepare_environment(verbose)
     import ray
 
@@ -81,7 +83,8 @@ def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int
             if address:
                 ctx = ray.init(address=address, **kwargs)
             else:
-                ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+                ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                               object_store_memory=object_store_memory, **kwargs)
         except ConnectionError as exc:
             raise ChromarayError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
         dashboard = getattr(ctx, "dashboard_url", None) or None

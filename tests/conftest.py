@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.runtime import QUIET_ENV
 from tests.paths import SHARED_DATA
 
-# Offline, quiet, no token prompt: the same settings the CLI applies for local runs.
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Offline, quiet, no token prompt: the settings the CLI applies for local runs (Ray's log
+# deduplication off, so a failing test shows every worker's lines).
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+for _key, _value in QUIET_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 
 
@@ -105,11 +105,11 @@ def shared_midi() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One small in-process Ray runtime for the whole session."""
+    """One small in-process Ray runtime for the whole session, started as every job starts it."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, object_store_memory=1_000_000_000)
+    from pipeline.runtime import init_ray
+
+    init_ray(num_cpus=2, object_store_memory=1_000_000_000)
     yield ray
     ray.shutdown()

@@ -18,13 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.runtime import QUIET_ENV
 from tests.paths import REPO as ROOT
 
 RAY_BIN = Path(sys.executable).with_name("ray")
 # What a job ships and sees: this checkout without the local environment and outputs.
 RUNTIME_ENV = {"excludes": [".venv", ".git", "results", "*.egg-info", "__pycache__", "benchmarks/out", ".mypy_cache",
                             ".ruff_cache"],
-               "env_vars": {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}}
+               "env_vars": dict(QUIET_ENV)}
 
 
 class PrivateRayHead:

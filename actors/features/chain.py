@@ -149,8 +149,6 @@ class FeatureExtractor:
     def __init__(self, dsp: DSPConfig, batch: BatchConfig):
         self.dsp = dsp
         self.batch_cfg = batch
-        if batch.device not in ("auto", "cpu", "gpu"):
-            raise ChromarayError(f"device={batch.device!r}: use auto, cpu or gpu")
         cp = cupy_or_none() if batch.device != "cpu" else None
         if batch.device == "gpu" and cp is None:
             raise ChromarayError("device=gpu but CuPy has no usable GPU; use device=cpu or auto")

@@ -63,17 +63,26 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def open_db(path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> Engine:
+def _reader_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA query_only=ON")  # a second lock beside mode=ro: no statement may write
+    cur.close()
+
+
+def open_db(path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False,
+            must_exist: bool = False) -> Engine:
     """Engine on a SQLite file; creates the schema when ``create``.
 
-    ``readonly`` opens with ``mode=ro`` so a reader can never write.
+    ``readonly`` opens with ``mode=ro`` and ``query_only`` so a reader can never write;
+    a reader, or a writer with ``must_exist``, refuses a database that does not exist yet.
     """
     p = Path(path).expanduser().resolve()
+    if (readonly or must_exist) and not p.exists():
+        raise ChromarayError(f"database {p} does not exist (run `chromaray fingerprint` first)")
     if readonly:
-        if not p.exists():
-            raise ChromarayError(f"database {p} does not exist (run `chromaray fingerprint` first)")
         eng = create_engine(f"sqlite:///file:{p}?mode=ro&uri=true", future=True)
-        event.listen(eng, "connect", lambda c, r: c.execute("PRAGMA busy_timeout=30000"))
+        event.listen(eng, "connect", _reader_pragmas)
         check_schema(eng, write=False)
         return eng
     if not p.parent.exists():

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
@@ -85,10 +85,8 @@ class DashboardData:
             return self._engine
         with self._lock:
             if self._engine is None and self.db_path.exists():
-                eng = store.open_db(self.db_path, readonly=True)
-                # Second lock on the door: even a bug in a query cannot write.
-                event.listen(eng, "connect", lambda c, r: c.execute("PRAGMA query_only=ON"))
-                self._engine = eng
+                # mode=ro and query_only on every connection: even a bug in a query cannot write
+                self._engine = store.open_db(self.db_path, readonly=True)
         return self._engine
 
     @staticmethod

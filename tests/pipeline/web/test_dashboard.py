@@ -249,6 +249,8 @@ def test_read_only_never_writes(demo):
     assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns) == before
     data = DashboardData(db)
     with data.engine().connect() as conn:
+        # both locks on every pooled connection, the one the schema check opened first included
+        assert conn.exec_driver_sql("PRAGMA query_only").scalar() == 1
         with pytest.raises(OperationalError, match=r"readonly|read-only|query_only|attempt to write"):
             conn.execute(text("CREATE TABLE sneaky(x)"))
         with pytest.raises(OperationalError):
