@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 
 from actors.errors import ChromarayError
 
+__all__ = ["BatchConfig", "DSPConfig", "Settings", "require", "require_positive"]
+
+
 S = TypeVar("S", bound="Settings")
 
 

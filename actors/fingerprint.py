@@ -52,7 +52,8 @@ __all__ = ["DECIMATE", "DELTA_S", "FOURTH", "FP_FRAME_RATE_HZ", "FP_VERSION", "G
            "popcount32", "query_codes"]
 
 
-#: Reference analysis frame rate (DSPConfig defaults: 22050 / 512).
+#: The frame rate the windows below were designed at (DSPConfig's defaults, 22050 / 512): they are
+#: fixed in seconds, so other analysis rates get the same time scales (:func:`frames_for`).
 REF_FRAME_RATE_HZ = 22050 / 512
 #: Time smoothing (box) of the chroma before comparisons, seconds (16 frames at 43.07 Hz).
 SMOOTH_S = 16 / REF_FRAME_RATE_HZ
@@ -72,7 +73,8 @@ _PARAMS = {"smooth": 16, "delta": 8, "decimate": DECIMATE, "fourth": FOURTH, "n4
 #: Changes whenever the algorithm or a parameter changes: stored codes of another version are
 #: recomputed (pipeline) and never mixed into one index.
 FP_VERSION = "cfp1-" + hashlib.sha1(repr(sorted(_PARAMS.items())).encode()).hexdigest()[:8]
-#: Code rate of the stored (library) fingerprints at the default analysis rate, codes per second.
+#: Code rate of library fingerprints at the default analysis rate, codes per second. A library
+#: stores its own (analysis frame rate / DECIMATE) in ``fingerprints.frame_rate_hz``.
 FP_FRAME_RATE_HZ = REF_FRAME_RATE_HZ / DECIMATE
 
 

@@ -12,6 +12,9 @@ import sys
 
 from actors.errors import ChromarayError
 
+__all__ = ["COMMANDS", "build_parser", "main", "run_as_module"]
+
+
 COMMANDS = {
     "fingerprint": "jobs.fingerprint",
     "identify": "jobs.identify",

@@ -3,7 +3,9 @@
 Other encodings and bitrates, trimmed or padded copies, louder or quieter ones: every indexed
 track is looked up in the fingerprint index and pairs that align with a low bit error rate are
 grouped. Prints each group with a similarity score (1 = identical fingerprints, 0 = chance) and
-each member's offset in seconds; --json prints one JSON object per group and line.
+each member's offset in seconds; --json prints one JSON object per group and line. Tracks are
+compared with tracks fingerprinted with the same analysis settings; like identify, a warning
+line on stderr names the tracks that cannot be searched and why.
 """
 from __future__ import annotations
 
@@ -30,17 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from actors.errors import ChromarayError
     from pipeline.config import load_config
     from pipeline.search import duplicates as q
     from pipeline.search.index import open_synced
 
-    config = load_config(args.config).identify
+    flags = {"duplicate_score": args.max_score, "min_duplicate_overlap_s": args.min_overlap}
+    config = load_config(args.config, overrides={"identify": {k: v for k, v in flags.items() if v is not None}})
     engine = open_synced(args.db, sync=not args.no_sync)
-    if args.max_score is not None and not 0.0 < args.max_score < 0.5:
-        raise ChromarayError("--max-score must be between 0 and 0.5")
-    groups = q.find_duplicates(engine, config=config, max_score=args.max_score, min_overlap_s=args.min_overlap)
+    finder = q.DuplicateFinder(engine, config=config.identify)
+    if finder.index.tracks and not finder.settings.groups:
+        raise ChromarayError(f"no track of {args.db} can be searched: {finder.note}")
+    if finder.note:
+        print(f"chromaray duplicates: warning: {finder.note}", file=sys.stderr, flush=True)
+    groups = finder.find()
     if args.json:
         for g in groups:
             print(json.dumps(g.to_json()), flush=True)

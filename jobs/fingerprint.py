@@ -14,6 +14,9 @@ import sys
 from actors.config import BatchConfig
 from pipeline.config import PipelineConfig
 
+__all__ = ["HELP", "add_arguments", "run"]
+
+
 HELP = "extract features + fingerprints from audio/MIDI folders (incremental)"
 
 
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.runtime import prepare_environment, stop_on_signals
 
-    prepare_environment(args.verbose)
+    prepare_environment()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from pipeline.ingest.run import run_fingerprint

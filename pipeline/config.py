@@ -22,6 +22,10 @@ from typing import Any
 from actors.config import BatchConfig, DSPConfig, Settings, require, require_positive
 from actors.errors import ChromarayError
 
+__all__ = ["AUDIO_EXTENSIONS", "MIDI_EXTENSIONS", "ChromarayConfig", "IdentifyConfig", "MatchConfig",
+           "PipelineConfig", "load_config", "read_yaml"]
+
+
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"})
 MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
 
@@ -105,7 +109,8 @@ class MatchConfig(Settings):
 
     def __post_init__(self) -> None:
         require(0 < self.min_score <= 1, f"min_score must be in (0, 1], got {self.min_score!r}")
-        require_positive(self, "top_k", "max_candidates", "coarse_factor", "coarse_min_cells", "fine_candidates")
+        require_positive(self, "top_k", "max_candidates", "coarse_factor", "fine_candidates")
+        require_positive(self, "coarse_min_cells", allow_zero=True)  # 0: coarse-rank every long pair
 
 
 @dataclass(frozen=True)

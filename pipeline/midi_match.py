@@ -2,14 +2,15 @@
 
 Reads the per-frame chroma of both kinds from the Parquet ``frames`` dataset (committed
 parts only, via pipeline.store.parts_of) -- for MIDI files the chroma is recomputed from the
-``midi_notes`` dataset with decaying notes (actors.midi.midi_heard_chroma), closer to what a
-recording sounds like -- turns each track into CENS features at ~5 Hz
+``midi_notes`` dataset with decaying notes (actors.midi.analysis.midi_heard_chroma), closer to
+what a recording sounds like -- turns each track into CENS features at ~5 Hz
 (actors.midi.align), prunes candidates by their pitch-class profile, aligns each MIDI file
 with its candidates by subsequence DTW and keeps those whose chance-corrected alignment
 score reaches ``min_score``, best first. Results go to table ``midi_matches`` (re-running
-replaces the rows of the MIDI files matched).
+replaces the rows of the MIDI files matched). Every threshold and budget is a field of
+:class:`pipeline.config.MatchConfig` (section ``match`` of a --config file).
 
-Threshold (``MIN_SCORE`` = 0.55), chosen on renderings (pretty_midi additive synthesis,
+Threshold (``MatchConfig.min_score`` = 0.55), chosen on renderings (pretty_midi additive synthesis,
 tempo x0.9-1.1 with +-3 % wobble, white noise at 10 dB SNR; audio chroma from
 actors.features):
 - 96 real files of /work/shared/data/midi vs their 96 renderings: every rendering ranked
@@ -17,9 +18,10 @@ actors.features):
   file scored up to 0.69, but the two highest (BWV 67.4 / 145.5) are two harmonisations of
   the same chorale tune; next 0.563 (BWV 104.6 / 359), then <= 0.52. The 4 files pretty_midi
   cannot render (no recording) scored at most 0.545 -> no match at 0.55, one false match at 0.5.
-- generated pieces (tests/test_match_midi.py): true >= 0.69, unrelated <= 0.42; with tempo
+- generated pieces (tests/pipeline/test_midi_match.py): true >= 0.69, unrelated <= 0.42; with tempo
   x0.6-1.6, +-10 % wobble and -5 dB SNR still 30/30 top-1 but true scores down to 0.51.
-Lower it (--min-score) for recordings far from the score (other arrangement, heavy reverb).
+Lower it (--min-score, or ``match: {min_score: ...}`` in a --config file) for recordings far
+from the score (other arrangement, heavy reverb).
 """
 from __future__ import annotations
 
@@ -32,44 +34,26 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from sqlalchemy import Table, delete, select
+from sqlalchemy import delete, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.errors import ChromarayError
 from actors.midi.align import DEFAULT_RATE_HZ, MATCH_VERSION, align, cens, coarsen, profile
 from actors.midi.analysis import midi_heard_chroma
-from pipeline.store import Base, MidiMatchRow, Track, TrackPath, parts_of, utcnow
+from pipeline.config import MatchConfig
+from pipeline.ingest.discover import content_hash, discover
+from pipeline.store import ErrorRow, MidiMatchRow, Track, TrackPath, parts_of, utcnow
 
 __all__ = [
-    "COARSE_FACTOR",
-    "COARSE_MIN_CELLS",
-    "FINE_CANDIDATES",
-    "MAX_CANDIDATES",
-    "MIN_SCORE",
     "AudioMatch",
     "MidiMatchResult",
-    "ensure_tables",
     "load_sequences",
     "match_midi",
     "match_one",
+    "resolve_midi",
     "stored_matches",
 ]
-
-MIN_SCORE = 0.55
-#: Candidates per MIDI file kept after profile pruning (DTW is the costly step).
-MAX_CANDIDATES = 64
-#: Long pairs (more DTW cells than COARSE_MIN_CELLS at ~5 Hz, i.e. both over ~100 s) are
-#: first aligned at ~1 Hz; only the FINE_CANDIDATES best go through the ~5 Hz DTW. DTW cost
-#: grows with the product of lengths: a 5 min x 5 min pair costs ~0.4 s at 5 Hz, ~20 ms at 1 Hz.
-COARSE_FACTOR = 5
-COARSE_MIN_CELLS = 250_000
-FINE_CANDIDATES = 8
-
-
-def ensure_tables(engine: Engine) -> None:
-    table: Table = MidiMatchRow.__table__  # type: ignore[assignment]
-    Base.metadata.create_all(engine, tables=[table])
 
 
 @dataclass
@@ -201,6 +185,30 @@ def load_sequences(engine: Engine, out_dir: str | os.PathLike, *, midi_hashes: I
     return midi, audio
 
 
+def resolve_midi(engine: Engine, paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[str]]:
+    """(content hashes, absolute paths) of the MIDI files at or under ``paths``, in the order
+    found. A file moved or copied since the last fingerprint run is found by its content; one
+    the database does not hold raises one ChromarayError saying why (the fingerprint run's
+    error, or that it was never fingerprinted)."""
+    files = [f.path for f in discover(paths) if f.kind == "midi"]
+    if not files:
+        raise ChromarayError("no .mid/.midi files under the given MIDI_PATH arguments")
+    hashes: list[str] = []
+    with Session(engine) as s:
+        for p in files:
+            h = s.scalar(select(TrackPath.content_hash).where(TrackPath.path == p))
+            if h is None:
+                h = content_hash(p) if os.access(p, os.R_OK) else None
+            kind = s.scalar(select(Track.kind).where(Track.content_hash == h)) if h else None
+            if h is None or kind != "midi":
+                err = s.scalar(select(ErrorRow.reason).where(ErrorRow.path == p).order_by(ErrorRow.last_seen.desc()))
+                if err:
+                    raise ChromarayError(f"{p} could not be used by `chromaray fingerprint`: {err}")
+                raise ChromarayError(f"{p} is not in the database; run `chromaray fingerprint` on it first")
+            hashes.append(h)
+    return hashes, files
+
+
 def _paths_by_hash(engine: Engine, hashes: Iterable[str]) -> dict[str, list[str]]:
     hs = list(set(hashes))
     out: dict[str, list[str]] = {h: [] for h in hs}
@@ -223,28 +231,32 @@ def _resample(feat: np.ndarray, rate: float, target: float) -> np.ndarray:
     return feat[:, idx]
 
 
-def match_one(m: _Seq, audio: dict[str, _Seq], *, top_k: int, min_score: float, max_candidates: int,
-              fine_candidates: int = FINE_CANDIDATES, coarse_min_cells: int = COARSE_MIN_CELLS,
+def match_one(m: _Seq, audio: dict[str, _Seq], config: MatchConfig,
               ) -> tuple[list[tuple[str, Any]], int, float | None]:
-    """[(audio_hash, Alignment)] best first with score >= min_score, candidates aligned, best rejected score."""
+    """[(audio_hash, Alignment)] best first with score >= ``config.min_score`` (at most
+    ``config.top_k``), candidates aligned at full rate, best rejected score."""
     if not audio:
         return [], 0, None
     hashes = list(audio)
     profs = np.stack([audio[h].prof for h in hashes])
     # Pruning 1: cosine of pitch-class profiles. The same piece shares its key and harmony,
     # so its rendering ranks near the top (rank <= 3 of 60 on generated data); only the
-    # best `max_candidates` go through DTW.
-    order = [hashes[i] for i in np.argsort(-(profs @ m.prof), kind="stable")[:max_candidates]]
+    # best `max_candidates` go through DTW (the costly step).
+    order = [hashes[i] for i in np.argsort(-(profs @ m.prof), kind="stable")[:config.max_candidates]]
     feats = {h: _resample(audio[h].feat, audio[h].rate, m.rate) for h in order}
-    # Pruning 2: long pairs are ranked by a coarse DTW first.
-    long = [h for h in order if m.feat.shape[1] * feats[h].shape[1] > coarse_min_cells]
-    if len(long) > fine_candidates:
-        mc = coarsen(m.feat, COARSE_FACTOR)
+    # Pruning 2: long pairs (more DTW cells than coarse_min_cells at ~5 Hz, i.e. both over
+    # ~100 s) are ranked by a DTW at ~1 Hz first; only the fine_candidates best go through the
+    # ~5 Hz DTW. DTW cost grows with the product of lengths: a 5 min x 5 min pair costs ~0.4 s
+    # at 5 Hz, ~20 ms at 1 Hz.
+    long = [h for h in order if m.feat.shape[1] * feats[h].shape[1] > config.coarse_min_cells]
+    if len(long) > config.fine_candidates:
+        factor = config.coarse_factor
+        mc = coarsen(m.feat, factor)
         coarse = {}
         for h in long:
-            al = align(mc, coarsen(feats[h], COARSE_FACTOR), rate_hz=m.rate / COARSE_FACTOR)
+            al = align(mc, coarsen(feats[h], factor), rate_hz=m.rate / factor)
             coarse[h] = al.score if al is not None else -np.inf
-        keep = set(sorted(long, key=lambda h: -coarse[h])[:fine_candidates])
+        keep = set(sorted(long, key=lambda h: -coarse[h])[:config.fine_candidates])
         order = [h for h in order if h not in coarse or h in keep]
     found = []
     best_rejected = None
@@ -252,29 +264,36 @@ def match_one(m: _Seq, audio: dict[str, _Seq], *, top_k: int, min_score: float, 
         al = align(m.feat, feats[h], rate_hz=m.rate)
         if al is None:
             continue
-        if al.score >= min_score:
+        if al.score >= config.min_score:
             found.append((h, al))
         elif best_rejected is None or al.score > best_rejected:
             best_rejected = al.score
     found.sort(key=lambda x: (-x[1].score, x[0]))
-    return found[:top_k], len(order), best_rejected
+    return found[:config.top_k], len(order), best_rejected
 
 
-def match_midi(engine: Engine, out_dir: str | os.PathLike, *, midi_hashes: Iterable[str] | None = None,
-               top_k: int = 5, min_score: float = MIN_SCORE, max_candidates: int = MAX_CANDIDATES,
-               fine_candidates: int = FINE_CANDIDATES, coarse_min_cells: int = COARSE_MIN_CELLS,
-               store: bool = True) -> list[MidiMatchResult]:
+def match_midi(engine: Engine, out_dir: str | os.PathLike, *, config: MatchConfig | None = None,
+               midi_hashes: Iterable[str] | None = None, top_k: int | None = None, min_score: float | None = None,
+               max_candidates: int | None = None, fine_candidates: int | None = None,
+               coarse_min_cells: int | None = None, store: bool = True) -> list[MidiMatchResult]:
     """Rank the audio recordings playing the same piece as each MIDI file.
 
+    ``config``: thresholds and budgets (default ``MatchConfig()``); ``top_k``, ``min_score``,
+    ``max_candidates``, ``fine_candidates`` and ``coarse_min_cells`` override its fields (checked
+    like the config: a bad value raises one ChromarayError).
     midi_hashes: restrict to these MIDI contents (default: every MIDI file in the library).
     Stores the matches in table midi_matches (replacing earlier rows of these MIDI files)
     unless ``store`` is False. Results are sorted by the MIDI file's first path.
     n_candidates of a result counts the pairs aligned at full rate.
     """
-    if top_k < 1:
-        raise ChromarayError("--top-k must be at least 1")
-    if store:
-        ensure_tables(engine)
+    given = {"top_k": top_k, "min_score": min_score, "max_candidates": max_candidates,
+             "fine_candidates": fine_candidates, "coarse_min_cells": coarse_min_cells}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    cfg = config or MatchConfig()
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    if not Path(out_dir).expanduser().is_dir():
+        raise ChromarayError(f"output folder {out_dir} does not exist (give the --out of `chromaray fingerprint`)")
     wanted = list(dict.fromkeys(midi_hashes)) if midi_hashes is not None else None
     midi, audio = load_sequences(engine, out_dir, midi_hashes=wanted)
     if wanted is not None:
@@ -286,8 +305,7 @@ def match_midi(engine: Engine, out_dir: str | os.PathLike, *, midi_hashes: Itera
     results: list[MidiMatchResult] = []
     for h, m in midi.items():
         t0 = time.perf_counter()
-        found, n_cand, best_rej = match_one(m, audio, top_k=top_k, min_score=min_score, max_candidates=max_candidates,
-                                            fine_candidates=fine_candidates, coarse_min_cells=coarse_min_cells)
+        found, n_cand, best_rej = match_one(m, audio, cfg)
         matches = [AudioMatch(ah, (paths.get(ah) or [""])[0], al.score, al.similarity, al.tempo_ratio,
                               al.audio_start_s, al.audio_end_s) for ah, al in found]
         results.append(MidiMatchResult(h, paths.get(h, []), matches, n_cand, best_rej,
@@ -314,8 +332,10 @@ def _store(engine: Engine, results: list[MidiMatchResult]) -> None:
 
 
 def stored_matches(engine: Engine, midi_hash: str) -> list[MidiMatchRow]:
-    """Stored rows of one MIDI content, best first."""
-    ensure_tables(engine)
+    """Stored rows of one MIDI content, best first (none in an older database without the
+    table: this only reads, also on a read-only engine)."""
+    if not inspect(engine).has_table(MidiMatchRow.__tablename__):
+        return []
     with Session(engine) as s:
         rows = list(s.scalars(select(MidiMatchRow).where(MidiMatchRow.midi_hash == midi_hash)
                               .order_by(MidiMatchRow.rank)))

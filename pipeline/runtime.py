@@ -61,7 +61,7 @@ class RayInfo:
     gpus: float
 
 
-def prepare_environment(verbose: bool = False) -> None:
+def prepare_environment() -> None:
     """Offline, promptless defaults for Ray and Hugging Face (what is already set wins)."""
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
@@ -72,7 +72,7 @@ def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int
     """Start a local Ray (``num_cpus`` and ``object_store_memory`` bytes cap it) or join
     ``address``/``$RAY_ADDRESS``; a Ray already running in this process is reused.
     Unreachable cluster: one ChromarayError."""
-    prepare_environment(verbose)
+    prepare_environment()
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None

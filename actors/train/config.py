@@ -12,16 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.config import Settings
-from actors.errors import ChromarayError
+from actors.config import Settings, require, require_positive
 from actors.train.models import ModelSpec
 
-__all__ = ["DEVICES", "MODES", "PRECISIONS", "FaultInjection", "LoopConfig", "LoraConfig", "MetricsSink",
-           "default_warmup"]
+__all__ = ["DEVICES", "PRECISIONS", "FaultInjection", "LoopConfig", "LoraConfig", "MetricsSink",
+           "check_loop_settings", "default_warmup"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-MODES = ("scratch", "lora")
 
 #: Rank 0 hands it per-step rows ``{step, loss, lr, items_per_s, split}``.
 MetricsSink = Callable[[list[dict[str, Any]]], None]
@@ -30,6 +28,14 @@ MetricsSink = Callable[[list[dict[str, Any]]], None]
 def default_warmup(max_steps: int) -> int:
     """Warm-up steps of the learning-rate schedule: a tenth of the run, 1 to 100."""
     return max(1, min(100, max_steps // 10))
+
+
+def check_loop_settings(cfg: Any) -> None:
+    """The rules on the fields a hardware profile and a :class:`LoopConfig` both carry
+    (``pipeline.train.profiles.Profile`` checks its values with this too)."""
+    require(cfg.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    require(cfg.device in DEVICES, f"device must be one of {DEVICES}, got {cfg.device!r}")
+    require_positive(cfg, "max_steps", "batch_size", "lr", "checkpoint_every", "log_every")
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,8 @@ class LoraConfig(Settings):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.r < 1 or self.alpha < 1:
-            raise ChromarayError(f"LoRA r and alpha must be >= 1, got r={self.r} alpha={self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ChromarayError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        require(self.r >= 1 and self.alpha >= 1, f"LoRA r and alpha must be >= 1, got r={self.r} alpha={self.alpha}")
+        require(0.0 <= self.dropout < 1.0, f"LoRA dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,13 @@ class FaultInjection(Settings):
 class LoopConfig(Settings):
     """Everything one training worker needs besides its dataset shards.
 
-    ``mode`` is ``scratch`` (build ``model``) or ``lora`` (adapters on the
-    checkpoint at ``base``). ``batch_size`` is per worker. ``precision`` applies
+    ``base`` is the checkpoint a LoRA run puts adapters on; without one the loop
+    builds ``model`` from scratch (:attr:`mode`). ``batch_size`` is per worker. ``precision`` applies
     on CUDA only (elsewhere the loop runs fp32). ``metrics_sink`` is a
     picklable callable, not a setting: :meth:`to_dict` leaves it out.
     """
 
     model: ModelSpec
-    mode: str
     base: str | None
     lora: LoraConfig
     max_steps: int
@@ -86,27 +89,21 @@ class LoopConfig(Settings):
     metrics_sink: MetricsSink | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ChromarayError(f"loop mode must be one of {MODES}, got {self.mode!r}")
-        if self.mode == "lora" and not self.base:
-            raise ChromarayError("a LoRA loop needs the base checkpoint (base)")
-        if self.precision not in PRECISIONS:
-            raise ChromarayError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.device not in DEVICES:
-            raise ChromarayError(f"device must be one of {DEVICES}, got {self.device!r}")
-        for name in ("max_steps", "batch_size", "warmup_steps", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ChromarayError(f"loop {name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
-            raise ChromarayError(f"lr and grad_clip must be > 0 and weight_decay >= 0 (lr={self.lr}, "
-                                 f"weight_decay={self.weight_decay}, grad_clip={self.grad_clip})")
-        if self.metrics_sink is not None and not callable(self.metrics_sink):
-            raise ChromarayError(f"metrics_sink must be callable, got {self.metrics_sink!r}")
+        check_loop_settings(self)
+        require_positive(self, "warmup_steps", "grad_clip")
+        require_positive(self, "weight_decay", allow_zero=True)
+        require(self.metrics_sink is None or callable(self.metrics_sink),
+                f"metrics_sink must be callable, got {self.metrics_sink!r}")
 
     def to_dict(self) -> dict[str, Any]:
         # Without the sink: asdict would deep-copy it, and it is no setting to store.
         plain = dataclasses.replace(self, metrics_sink=None)
         return {k: v for k, v in Settings.to_dict(plain).items() if k != "metrics_sink"}
+
+    @property
+    def mode(self) -> str:
+        """``lora`` (adapters on ``base``) or ``scratch``: the base decides, so the two cannot disagree."""
+        return "lora" if self.base else "scratch"
 
     @property
     def task(self) -> str:

@@ -81,10 +81,9 @@ def _build(cfg: LoopConfig, ckpt_dir: Path | None) -> tuple[torch.nn.Module, dic
     state: dict = {}
     if ckpt_dir is not None:
         state = json.loads((ckpt_dir / "state.json").read_text())
-    if cfg.mode == "lora":
+    if cfg.base:  # lora (LoopConfig.mode)
         from actors.train.models.lora import apply_lora, load_adapter
 
-        assert cfg.base is not None  # LoopConfig checks it
         base = load_model(cfg.base, backend="mambapy")
         if ckpt_dir is not None:
             return load_adapter(base, ckpt_dir / "adapter", trainable=True), state

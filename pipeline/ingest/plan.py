@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -77,8 +78,6 @@ def plan_work(engine: Engine, manifest: Sequence[ManifestRow], roots: Sequence[s
 
 
 def apply_path_changes(engine: Engine, plan: WorkPlan, run_id: str) -> None:
-    from sqlalchemy.dialects.sqlite import insert
-
     with Session(engine) as s, s.begin():
         if plan.stale_paths:
             s.execute(delete(TrackPath).where(TrackPath.path.in_(plan.stale_paths)))

@@ -16,10 +16,10 @@ import json
 import pickle
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +44,7 @@ from pipeline.store import (
 )
 from pipeline.store.parquet import list_of_matrices, list_of_vectors, write_part
 
-__all__ = ["Finished", "ResultSink", "SinkCounts", "midi_tables"]
+__all__ = ["Finished", "FrameRow", "ResultSink", "SinkCounts", "frames_table", "midi_tables"]
 
 
 @dataclass
@@ -298,20 +298,11 @@ class ResultSink:
         audio = [f for f in ready if f.kind == "audio"]
         midi = [f for f in ready if f.kind == "midi"]
         # Each row's own rate: a reader of the frames never assumes the run's (or the default) settings.
-        rates = [float(f.result["features"].frame_rate_hz) for f in audio] + [float(f.result.frame_rate_hz)
-                                                                              for f in midi]
-        chroma = [f.result["features"].chroma.T for f in audio] + [f.result.chroma.T for f in midi]
-        onset = [f.result["features"].onset for f in audio] + [f.result.onset for f in midi]
-        all_f = audio + midi
-        frames = pa.table({
-            "content_hash": [f.content_hash for f in all_f],
-            "kind": [f.kind for f in all_f],
-            "features_version": [self.versions[f.kind] for f in all_f],
-            "frame_rate_hz": pa.array(rates, pa.float64()),
-            "n_frames": pa.array([c.shape[0] for c in chroma], pa.int32()),
-            "chroma": list_of_matrices([np.asarray(c, np.float32) for c in chroma], 12),
-            "onset": list_of_vectors([np.asarray(o, np.float32) for o in onset], pa.float32()),
-        })
+        frames = frames_table(
+            [FrameRow(f.content_hash, "audio", self.versions["audio"], float(f.result["features"].frame_rate_hz),
+                      f.result["features"].chroma, f.result["features"].onset) for f in audio]
+            + [FrameRow(f.content_hash, "midi", self.versions["midi"], float(f.result.frame_rate_hz),
+                        f.result.chroma, f.result.onset) for f in midi])
         feats = [f.result["features"] for f in audio]
         tracks = pa.table({
             "content_hash": [f.content_hash for f in audio],
@@ -335,20 +326,49 @@ class ResultSink:
         })
         out = {"frames": frames, "tracks": tracks, "fingerprints": fps}
         if midi:
-            out.update(midi_tables([(f.content_hash, f.result) for f in midi]))
+            out.update(midi_tables([(f.content_hash, f.result) for f in midi],
+                                   features_version=self.versions["midi"]))
         return out
 
 
-def midi_tables(items: list[tuple[str, Any]]) -> dict[str, pa.Table]:
-    """The midi_notes and tokens datasets for (content_hash, MidiAnalysis) pairs."""
+class FrameRow(NamedTuple):
+    """One row of the frames dataset: a track's per-frame chroma and onset strength."""
+
+    content_hash: str
+    kind: str  # audio | midi
+    features_version: str
+    frame_rate_hz: float  # the track's own analysis rate
+    chroma: np.ndarray  # (12, T)
+    onset: np.ndarray  # (T,)
+
+
+def frames_table(rows: Sequence[FrameRow]) -> pa.Table:
+    """The frames dataset (one row per track, chroma stored frame-major) for ``rows``."""
+    chroma = [np.asarray(r.chroma, np.float32).T for r in rows]
+    return pa.table({
+        "content_hash": [r.content_hash for r in rows],
+        "kind": [r.kind for r in rows],
+        "features_version": [r.features_version for r in rows],
+        "frame_rate_hz": pa.array([float(r.frame_rate_hz) for r in rows], pa.float64()),
+        "n_frames": pa.array([c.shape[0] for c in chroma], pa.int32()),
+        "chroma": list_of_matrices(chroma, 12),
+        "onset": list_of_vectors([np.asarray(r.onset, np.float32) for r in rows], pa.float32()),
+    })
+
+
+def midi_tables(items: list[tuple[str, Any]], *, features_version: str) -> dict[str, pa.Table]:
+    """The midi_notes and tokens datasets for (content_hash, MidiAnalysis) pairs; every row
+    carries ``features_version`` so readers keep only a track's current rows."""
     hashes = [h for h, _ in items]
     notes = [a.notes for _, a in items]
-    cols: dict[str, Any] = {"content_hash": hashes}
+    versions = [features_version] * len(items)
+    cols: dict[str, Any] = {"content_hash": hashes, "features_version": versions}
     for name, typ in (("pitch", pa.int16()), ("start", pa.float32()), ("end", pa.float32()),
                       ("velocity", pa.int16()), ("program", pa.int16()), ("is_drum", pa.bool_())):
         cols[name] = list_of_vectors([np.asarray(n[name]) for n in notes], typ)
     tokens = pa.table({
         "content_hash": hashes,
+        "features_version": versions,
         "tokenizer": [a.tokenizer_name for _, a in items],
         "n_tokens": pa.array([len(a.tokens) for _, a in items], pa.int32()),
         "tokens": list_of_vectors([np.asarray(a.tokens, np.int32) for _, a in items], pa.int32()),

@@ -1,2 +1,3 @@
 """Queries on the fingerprints: the on-disk index (index), the one alignment score (score),
-identify a clip (identify), find duplicates (duplicates)."""
+the indexed tracks by analysis settings (settings), identify a clip (identify), find
+duplicates (duplicates)."""

@@ -24,8 +24,9 @@ identify (per clip)
 
 The clip is analysed with the DSP settings the library was fingerprinted with (stored with it,
 pipeline.store.track_settings). A library holding tracks of several settings is searched once
-per setting: the clip analysed with those settings against those tracks only. Tracks whose
-settings are unknown are not searched and listed in ``Identifier.skipped``.
+per setting: the clip analysed with those settings against those tracks only (the grouping of
+pipeline.search.settings, which duplicates uses too). Tracks whose settings are unknown are not
+searched and listed in ``Identifier.skipped``.
 
 duplicates: see pipeline.search.duplicates.
 """
@@ -42,12 +43,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from actors.config import DSPConfig
+from actors.config import BatchConfig, DSPConfig
 from actors.fingerprint import DECIMATE, frames_for, query_codes
 from pipeline.config import IdentifyConfig
 from pipeline.search.index import FingerprintIndex
 from pipeline.search.score import query_contrast, verify_query
-from pipeline.store import TrackPath, track_settings
+from pipeline.search.settings import STALE_RATE, UNKNOWN_SETTINGS, group_by_settings
+from pipeline.store import TrackPath
 
 __all__ = [
     "DEFAULTS",
@@ -204,12 +206,6 @@ def search(idx: FingerprintIndex, chroma: np.ndarray, frame_rate_hz: float, *, c
 # Clips: decode + features + search
 # ----------------------------------------------------------------------------------------------
 
-UNKNOWN_SETTINGS = ("their analysis settings are not recorded in the database (fingerprinted before settings "
-                    "were stored, by a run whose config is gone): run `chromaray fingerprint` on them again")
-STALE_RATE = ("the fingerprint index holds them at another frame rate than their analysis settings: "
-              "bring the index up to date (identify without --no-sync)")
-
-
 class Identifier:
     """Holds the index and the feature extractors; identify many clips with one instance.
 
@@ -226,21 +222,12 @@ class Identifier:
             self.config = self.config.replace(speeds=tuple(speeds))
         self.speeds = self.config.speeds
         self.index = FingerprintIndex.open(engine)
+        self._settings = group_by_settings(engine, self.index, dsp)
         #: Indexed tracks not searched (content hash -> reason).
-        self.skipped: dict[str, str] = {}
-        settings = track_settings(engine) if self.index.tracks else {}
-        keys_of: dict[DSPConfig, list[int]] = {}
-        for key, info in sorted(self.index.tracks.items()):
-            d = settings.get(info.content_hash, dsp)
-            if d is None:
-                self.skipped[info.content_hash] = UNKNOWN_SETTINGS
-            elif abs(d.frame_rate_hz - info.frame_rate_hz) > 1e-9 * d.frame_rate_hz:
-                self.skipped[info.content_hash] = STALE_RATE
-            else:
-                keys_of.setdefault(d, []).append(key)
+        self.skipped: dict[str, str] = self._settings.skipped
         #: (analysis settings, index mask of their tracks), one per setting, most tracks first.
         self.groups: list[tuple[DSPConfig, np.ndarray]] = [
-            (d, self.index.mask(keys)) for d, keys in sorted(keys_of.items(), key=lambda dk: (-len(dk[1]), dk[1][0]))]
+            (d, self.index.mask(keys)) for d, keys in self._settings.groups]
         #: The settings of most tracks: the sample rate identify_signal expects by default.
         self.dsp = self.groups[0][0] if self.groups else (dsp or DSPConfig())
         self._extractors: dict[DSPConfig, Any] = {}
@@ -252,13 +239,7 @@ class Identifier:
     @property
     def skipped_note(self) -> str | None:
         """One line saying which indexed tracks are not searched and why (None: all are)."""
-        if not self.skipped:
-            return None
-        by_reason: dict[str, int] = {}
-        for reason in self.skipped.values():
-            by_reason[reason] = by_reason.get(reason, 0) + 1
-        return "; ".join(f"{n} of {len(self.index.tracks)} indexed tracks are not searched: {reason}"
-                         for reason, n in sorted(by_reason.items()))
+        return self._settings.skipped_note
 
     # -- features ------------------------------------------------------------------------------
     def chroma(self, signals: list[np.ndarray], dsp: DSPConfig | None = None) -> list[np.ndarray]:
@@ -268,7 +249,6 @@ class Identifier:
 
         dsp = dsp or self.dsp
         if dsp not in self._extractors:
-            from actors.config import BatchConfig
             from actors.features import FeatureExtractor
 
             self._extractors[dsp] = FeatureExtractor(dsp, BatchConfig())

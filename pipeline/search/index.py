@@ -54,13 +54,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import CursorResult, Table, delete, func, select
+from sqlalchemy import CursorResult, delete, func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.errors import ChromarayError
 from actors.fingerprint import DECIMATE, FP_VERSION
-from pipeline.store.models import Base, Fingerprint, FpIndexSegment, FpIndexTrack
+from pipeline.store import SCHEMA_VERSION, Fingerprint, FpIndexSegment, FpIndexTrack, check_schema, open_db
 
 __all__ = [
     "MAX_DEAD_FRACTION",
@@ -71,7 +71,6 @@ __all__ = [
     "add_tracks",
     "build_postings",
     "db_path",
-    "ensure_tables",
     "index_dir",
     "is_stale",
     "maybe_compact",
@@ -109,27 +108,16 @@ def index_dir(engine: Engine) -> Path:
     return p.with_name(p.name + ".fpindex")
 
 
-def ensure_tables(engine: Engine) -> None:
-    """Create the manifest tables. The index is derived data: tables of an older layout are
-    dropped (the next sync rebuilds the index from the fingerprints table)."""
-    from sqlalchemy import inspect
-
-    tables: list[Table] = [FpIndexSegment.__table__, FpIndexTrack.__table__]  # type: ignore[list-item]
-    insp = inspect(engine)
-    for t in tables:
-        if insp.has_table(t.name):
-            have = {c["name"] for c in insp.get_columns(t.name)}
-            if have != {c.name for c in t.columns}:
-                Base.metadata.drop_all(engine, tables=tables)
-                break
-    Base.metadata.create_all(engine, tables=tables)
-
-
 def _has_tables(engine: Engine) -> bool:
-    from sqlalchemy import inspect
-
     names = set(inspect(engine).get_table_names())
     return {"fp_index_segments", "fp_index_tracks"} <= names
+
+
+def _require_tables(engine: Engine) -> None:
+    """Writers need the manifest tables, which :func:`pipeline.store.open_db` creates."""
+    if not _has_tables(engine):
+        raise ChromarayError(f"the database {db_path(engine)} has no fingerprint index tables; "
+                             "open it for writing with pipeline.store.open_db (which creates them)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,7 +192,7 @@ def add_tracks(engine: Engine, items: Iterable[tuple[str, object]], *, frame_rat
 
     A track already indexed is replaced. Returns the number of tracks added.
     """
-    ensure_tables(engine)
+    _require_tables(engine)
     directory = index_dir(engine)
     tracks = [(h, _as_codes(c)) for h, c in items]
     if not tracks:
@@ -234,7 +222,7 @@ def add_tracks(engine: Engine, items: Iterable[tuple[str, object]], *, frame_rat
 
 def remove_tracks(engine: Engine, content_hashes: Iterable[str], *, _compact: bool = True) -> int:
     """Drop tracks from the index (their postings become dead; compaction reclaims them)."""
-    ensure_tables(engine)
+    _require_tables(engine)
     hashes = sorted(set(content_hashes))
     n = 0
     with Session(engine) as s, s.begin():
@@ -317,7 +305,7 @@ def rebuild(engine: Engine) -> dict:
 
     Deterministic: keys 1..N in content-hash order, one segment named by its content.
     """
-    ensure_tables(engine)
+    _require_tables(engine)
     directory = index_dir(engine)
     with Session(engine) as s:
         hashes = sorted(s.scalars(select(Fingerprint.content_hash).where(Fingerprint.version == FP_VERSION)))
@@ -340,7 +328,7 @@ def rebuild(engine: Engine) -> dict:
 def sync(engine: Engine) -> dict:
     """Make the index consistent with the fingerprints table (see module doc). Returns stats
     plus ``added`` and ``removed`` counts."""
-    ensure_tables(engine)
+    _require_tables(engine)
     want = _wanted(engine)
     with Session(engine) as s:
         have = {h: (v, n, r) for h, v, n, r in s.execute(select(
@@ -399,8 +387,6 @@ def open_synced(db: str | os.PathLike[str], *, sync: bool = True) -> Engine:
     index sync; the upgrade that records the library's analysis settings), ``db`` is first
     opened for writing. ``sync=False`` queries the database as it is.
     """
-    from pipeline.store import SCHEMA_VERSION, check_schema, open_db
-
     engine = open_db(db, readonly=True)
     if not sync:
         return engine
@@ -415,8 +401,6 @@ def open_synced(db: str | os.PathLike[str], *, sync: bool = True) -> Engine:
 
 def _update(db: str | os.PathLike[str], what: str) -> None:
     """Upgrade the schema of ``db`` and sync its index (``what``: why, for the error message)."""
-    from pipeline.store import open_db
-
     try:
         writer = open_db(db)  # create=True: adds the tables of the current schema and upgrades
     except ChromarayError as exc:

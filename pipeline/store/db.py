@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect, select, update
+from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -240,8 +241,6 @@ def parts_of(engine: Engine, dataset: str) -> list[str]:
 
 def record_metrics(engine: Engine, run_id: str, rows: Iterable[dict]) -> None:
     """Insert (or replace, on resume) training metrics rows {step, loss, lr, items_per_s, split}."""
-    from sqlalchemy.dialects.sqlite import insert
-
     rows = [dict(r, run_id=run_id) for r in rows]
     if not rows:
         return

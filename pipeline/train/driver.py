@@ -3,14 +3,20 @@
 Flow of :func:`run_training`:
 
 1. Committed Parquet parts of ``tokens`` (data=midi) or ``frames`` (data=audio,
-   rows of kind audio) from ``parquet_parts``; split train/held-out by content
-   hash (sha1 of the hash, deterministic; at least one track each side when
-   there are two or more tracks; a single track is split by time: its last
-   ``eval_fraction`` of windows are held out).
-2. ``ray.data.read_parquet`` on those files, ``map_batches`` cutting each
-   track into non-overlapping windows of ``seq_len + 1`` steps (column ``x``),
-   materialised, so the training workers only stream blocks from the object
-   store through ``get_dataset_shard`` (shuffled by a seeded local buffer).
+   rows of kind audio) from ``parquet_parts``. Each track of table ``tracks``
+   is taken once: from the newest part whose row has the track's current
+   ``features_version`` (a re-analysed track's older parts stay listed), chosen
+   on the driver from the small columns (:func:`current_rows`). Audio frames of
+   different frame rates (other DSP settings) are refused: a window mixes no
+   rates. Split train/held-out by content hash (sha1 of the hash,
+   deterministic; at least one track each side when there are two or more
+   tracks; a single track is split by time: its last ``eval_fraction`` of
+   windows are held out).
+2. ``ray.data.read_parquet`` on those files, ``map_batches`` keeping the chosen
+   rows and cutting each track into non-overlapping windows of ``seq_len + 1``
+   steps (column ``x``), materialised, so the training workers only stream
+   blocks from the object store through ``get_dataset_shard`` (shuffled by a
+   seeded local buffer).
 3. Trivial baselines on the same windows: unigram cross-entropy (tokens) or
    the mean-frame MSE and copy-last-frame MSE (frames).
 4. ``TorchTrainer`` (Ray Train V2) with the profile's ScalingConfig, ``RunConfig(name,
@@ -20,7 +26,8 @@ Flow of :func:`run_training`:
    Rank 0 writes per-step metrics through :class:`SQLiteMetricsSink`.
 5. ``runs`` row kind='train' (reused when the same run name resumes) finished
    with a summary: held-out loss (perplexity or frame MSE), baselines, first/last
-   losses, wall time, checkpoint path; LoRA runs also export the merged model.
+   losses, frame rate (audio), wall time, checkpoint path; LoRA runs also export
+   the merged model.
 """
 from __future__ import annotations
 
@@ -30,22 +37,30 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from actors.errors import ChromarayError
 from actors.train.config import FaultInjection, LoopConfig, LoraConfig, MetricsSink, default_warmup
-from actors.train.models import N_FRAME_FEATURES, ModelSpec
-from pipeline.store import Run, TrainMetric, finish_run, new_run, open_db, parts_of, record_metrics, utcnow
+from actors.train.models import N_FRAME_FEATURES, ModelSpec, load_model, save_model
+from pipeline.store import Run, Track, TrainMetric, finish_run, new_run, open_db, parts_of, record_metrics, utcnow
 from pipeline.train.profiles import Profile, check_cluster_fits, resolve_workers
 
-__all__ = ["ARCHS", "BASELINE_MAX_WINDOWS", "DATASET_OF", "PreparedData", "SQLiteMetricsSink", "TrainOutcome",
-           "TrainRequest", "Windower", "check_request", "eval_hashes", "export_merged", "loop_config", "loss_curve",
-           "model_spec", "prepare_data", "read_vocab_size", "resolve_checkpoint", "run_training"]
+__all__ = ["ARCHS", "BASELINE_MAX_WINDOWS", "DATASET_OF", "PreparedData", "SQLiteMetricsSink", "TrackRow",
+           "TrainOutcome", "TrainRequest", "Windower", "check_request", "current_rows", "eval_hashes",
+           "export_merged", "loop_config", "loss_curve", "model_spec", "prepare_data", "read_vocab_size",
+           "resolve_checkpoint", "run_training"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +112,11 @@ class TrainRequest:
     def steps(self) -> int:
         """Optimizer steps: the request's, else the profile's."""
         return self.max_steps or self.profile.max_steps
+
+    def base_checkpoint(self) -> Path | None:
+        """The checkpoint a LoRA run puts its adapters on (:func:`resolve_checkpoint` of ``base``);
+        None for the other models."""
+        return resolve_checkpoint(self.base) if self.arch == "lora" and self.base else None
 
 
 def check_request(arch: str, data: str, name: str, *, base: Path | None, max_steps: int | None) -> None:
@@ -163,18 +183,89 @@ def eval_hashes(hashes: list[str], fraction: float) -> set[str]:
     return set(held)
 
 
+class TrackRow(NamedTuple):
+    """Where the one row a track is trained on lives, and what the driver read of it."""
+
+    path: str  # the Parquet part (as passed to ``read_parquet``)
+    version: str  # the track's current features_version
+    frame_rate_hz: float | None  # frames: the row's analysis frame rate
+    max_token: int  # tokens: the largest id in the row (-1 when empty)
+
+
+def current_rows(engine: Engine, files: list[str], dataset: str) -> dict[str, TrackRow]:
+    """For each track of table ``tracks`` (kind audio for frames, midi for tokens), its row at
+    the track's current ``features_version``, read from the small columns of ``files``
+    (oldest part first). A track analysed again keeps its older parts listed: the newest
+    part holding a current row wins, so every track counts once. Tokens rows carry no
+    version (the tokenizer is the MIDI version's): there the newest part's row is current."""
+    kind = "midi" if dataset == "tokens" else "audio"
+    with Session(engine) as s:
+        current = dict(s.execute(select(Track.content_hash, Track.features_version)
+                                 .where(Track.kind == kind)).tuples().all())
+    found: dict[str, TrackRow] = {}
+    for f in files:
+        versioned = "features_version" in pq.read_schema(f).names
+        cols = ["content_hash"] + (["features_version"] if versioned else [])
+        cols += ["kind", "frame_rate_hz"] if dataset == "frames" else ["tokens"]
+        t = pq.read_table(f, columns=cols)
+        hashes = t.column("content_hash").to_pylist()
+        versions = t.column("features_version").to_pylist() if versioned else [None] * len(hashes)
+        if dataset == "frames":
+            kinds = t.column("kind").to_pylist()
+            rates = t.column("frame_rate_hz").to_pylist()
+            maxes = [-1] * len(hashes)
+        else:
+            kinds, rates, maxes = [kind] * len(hashes), [None] * len(hashes), _row_max(t.column("tokens"))
+        for h, v, k, rate, m in zip(hashes, versions, kinds, rates, maxes):
+            if h in current and k == kind and (v is None or v == current[h]):
+                found[h] = TrackRow(f, current[h], None if rate is None else float(rate), m)
+    return found
+
+
+def _row_max(column: pa.ChunkedArray) -> list[int]:
+    """Largest value of each list row (-1 for an empty or null row)."""
+    lists = column.combine_chunks()
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(lists), 0), dtype=np.int64)
+    values = np.asarray(lists.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
+    out = np.full(len(lengths), -1, np.int64)
+    filled = lengths > 0
+    if filled.any():
+        starts = np.cumsum(lengths) - lengths
+        # Empty rows between two filled ones add no values, so each segment is one row's.
+        out[filled] = np.maximum.reduceat(values, starts[filled])
+    return out.tolist()
+
+
+def _one_frame_rate(rows: Mapping[str, TrackRow]) -> float:
+    """The frame rate all audio rows share; ChromarayError when the tracks were analysed with
+    settings of different frame rates (a window must not mix them)."""
+    rates = [r.frame_rate_hz or 0.0 for r in rows.values()]
+    if any(not r > 0 for r in rates):  # also NaN
+        raise ChromarayError("audio frames rows without a frame rate (frame_rate_hz): fingerprint the library again")
+    # Rounded: the same settings give the same float, other settings differ by far more.
+    by_rate = Counter(round(r, 4) for r in rates)
+    if len(by_rate) > 1:
+        listing = ", ".join(f"{rate:g} Hz: {n} track{'s' if n > 1 else ''}" for rate, n in by_rate.most_common())
+        raise ChromarayError(f"the audio tracks were analysed at {len(by_rate)} frame rates ({listing}); a run "
+                             "trains on one rate: fingerprint them again with one set of DSP settings")
+    return rates[0]
+
+
 class Windower:
     """``map_batches`` function (pyarrow batch in, numpy out): tracks -> windows ``x``.
 
     tokens: ``x`` (n, L+1) int64. frames: ``x`` (n, L+1, 13) float32 =
     12 chroma bins (max-normalised per frame upstream) + onset strength
     divided by the track's maximum (so tracks of different loudness compare).
+    Only the rows in ``keep`` (content hash -> the part file of its current row,
+    see :func:`current_rows`; batches carry the file as column ``path``) are cut.
     ``want_eval`` selects the held-out or the training side of the split.
     """
 
-    def __init__(self, *, task: str, seq_len: int, held_out: set[str], want_eval: bool,
+    def __init__(self, *, task: str, seq_len: int, keep: Mapping[str, str], held_out: set[str], want_eval: bool,
                  tail_fraction: float | None = None):
         self.task, self.seq_len, self.held_out, self.want_eval = task, seq_len, held_out, want_eval
+        self.keep = dict(keep)
         self.tail_fraction = tail_fraction  # single-track library: split by time instead
 
     def _track(self, batch: Any, i: int) -> np.ndarray | None:
@@ -194,7 +285,10 @@ class Windower:
         L = self.seq_len
         out = []
         hashes = batch.column("content_hash").to_pylist()
-        for i, h in enumerate(hashes):
+        paths = batch.column("path").to_pylist()
+        for i, (h, path) in enumerate(zip(hashes, paths)):
+            if self.keep.get(h) != path:
+                continue  # a stale version, another kind, or a track no longer in the database
             if self.tail_fraction is None and (h in self.held_out) != self.want_eval:
                 continue
             seq = self._track(batch, i)
@@ -225,12 +319,12 @@ class PreparedData:
     n_eval_tracks: int
     vocab_size: int  # tokens task; 0 for frames
     baseline: dict[str, float]
+    frame_rate_hz: float | None  # frames task: the one analysis frame rate of every window
+    features_versions: list[str]  # of the rows trained on
 
 
 def prepare_data(engine: Engine, out_dir: Path, data: str, *, seq_len: int, eval_fraction: float) -> PreparedData:
     """Build the train/held-out window datasets and their baselines (Ray must be running)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
     import ray.data
 
     dataset = DATASET_OF[data]
@@ -244,36 +338,28 @@ def prepare_data(engine: Engine, out_dir: Path, data: str, *, seq_len: int, eval
     if missing:
         raise ChromarayError(f"{len(missing)} Parquet parts listed in the database are missing under {out_dir} "
                              f"(first: {missing[0]}); pass --out with the directory of that run")
-    # The driver reads only small columns: hashes (and kind) to split by track,
-    # and for tokens the largest id so the embedding covers the data even when
-    # vocab.json is absent or from another tokenizer version.
-    vocab_file = read_vocab_size(out_dir / "tokens" / "vocab.json") if task == "tokens" else None
-    hashes: list[str] = []
-    data_max = -1
-    for f in files:
-        cols = ["content_hash"] + (["kind"] if task == "frames" else []) + (["tokens"] if task == "tokens" else [])
-        t = pq.read_table(f, columns=cols)
-        if task == "frames":
-            t = t.filter(pc.equal(t.column("kind"), "audio"))
-        else:
-            m = pc.max(pc.list_flatten(t.column("tokens"))).as_py()
-            data_max = max(data_max, -1 if m is None else int(m))
-        hashes.extend(t.column("content_hash").to_pylist())
-    if not hashes:
-        raise ChromarayError(f"the {dataset!r} dataset has no {data} rows")
-    held = eval_hashes(hashes, eval_fraction)
-    n_tracks = len(set(hashes))
+    # The driver reads only small columns (hashes, versions, rates; for tokens the largest
+    # id, so the embedding covers the data even when vocab.json is absent or from another
+    # tokenizer version) and picks the one current row of every track.
+    rows = current_rows(engine, files, dataset)
+    if not rows:
+        raise ChromarayError(f"the {dataset!r} dataset has no rows of the database's current {data} tracks")
+    frame_rate = _one_frame_rate(rows) if task == "frames" else None
+    vocab = 0
+    if task == "tokens":
+        vocab_file = read_vocab_size(out_dir / "tokens" / "vocab.json")
+        vocab = max(vocab_file or 0, max(r.max_token for r in rows.values()) + 1)
+    held = eval_hashes(list(rows), eval_fraction)
+    n_tracks = len(rows)
     tail = eval_fraction if n_tracks == 1 else None
+    keep = {h: r.path for h, r in rows.items()}
 
-    columns = ["content_hash", "tokens"] if task == "tokens" else ["content_hash", "kind", "chroma", "onset"]
-    ds = ray.data.read_parquet(files, columns=columns)
-    if task == "frames":
-        from ray.data.expressions import col
-
-        ds = ds.filter(expr=col("kind") == "audio")  # MIDI-rendered frames are not audio
+    columns = ["content_hash", "tokens"] if task == "tokens" else ["content_hash", "chroma", "onset"]
+    used = {r.path for r in rows.values()}
+    ds = ray.data.read_parquet([f for f in files if f in used], columns=columns, include_paths=True)
 
     def windows(want_eval: bool) -> Any:
-        fn = Windower(task=task, seq_len=seq_len, held_out=held, want_eval=want_eval, tail_fraction=tail)
+        fn = Windower(task=task, seq_len=seq_len, keep=keep, held_out=held, want_eval=want_eval, tail_fraction=tail)
         return ds.map_batches(fn, batch_format="pyarrow", batch_size=8)
 
     # Materialised so training workers never wait on (or compete for CPUs with)
@@ -283,10 +369,10 @@ def prepare_data(engine: Engine, out_dir: Path, data: str, *, seq_len: int, eval
     n_train, n_eval = train.count(), held_ds.count()
     if n_train == 0:
         raise ChromarayError(f"no training window of {seq_len + 1} steps: tracks are too short; lower --seq-len")
-    vocab = max(vocab_file or 0, data_max + 1) if task == "tokens" else 0
     baseline = {k: float(v) for k, v in _baselines(task, train, held_ds if n_eval else None, vocab).items()}
     return PreparedData(train=train, eval=held_ds, n_train=n_train, n_eval=n_eval, n_tracks=n_tracks,
-                        n_eval_tracks=len(held) if tail is None else 1, vocab_size=vocab, baseline=baseline)
+                        n_eval_tracks=len(held) if tail is None else 1, vocab_size=vocab, baseline=baseline,
+                        frame_rate_hz=frame_rate, features_versions=sorted({r.version for r in rows.values()}))
 
 
 def _iter_windows(ds: Any, limit: int) -> Iterator[np.ndarray]:
@@ -361,8 +447,6 @@ class SQLiteMetricsSink:
         return {"db_path": self.db_path, "run_id": self.run_id, "max_steps": self.max_steps, "_engine": None}
 
     def __call__(self, rows: list[dict[str, Any]]) -> None:
-        from sqlalchemy.orm import Session
-
         if self._engine is None:
             self._engine = open_db(self.db_path, create=False)
         record_metrics(self._engine, self.run_id, rows)
@@ -377,17 +461,12 @@ class SQLiteMetricsSink:
 # ---------------------------------------------------------------- driver
 
 def _existing_run(engine: Engine, name: str) -> str | None:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
     with Session(engine) as s:
         return s.scalars(select(Run.id).where(Run.kind == "train", Run.name == name)
                          .order_by(Run.started_at.desc()).limit(1)).first()
 
 
 def _reopen_run(engine: Engine, run_id: str, config: dict) -> None:
-    from sqlalchemy.orm import Session
-
     with Session(engine) as s, s.begin():
         run = s.get(Run, run_id)
         if run is None:
@@ -398,9 +477,6 @@ def _reopen_run(engine: Engine, run_id: str, config: dict) -> None:
 
 def loss_curve(engine: Engine, run_id: str) -> list[tuple[int, float]]:
     """(step, loss) of the training split, in step order."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
     with Session(engine) as s:
         return [(r.step, r.loss) for r in s.scalars(
             select(TrainMetric).where(TrainMetric.run_id == run_id, TrainMetric.split == "train")
@@ -408,13 +484,12 @@ def loss_curve(engine: Engine, run_id: str) -> list[tuple[int, float]]:
 
 
 def model_spec(req: TrainRequest, vocab_size: int, base: Path | None = None) -> ModelSpec:
-    """The model to train: the base checkpoint's (lora, checked against the data), else one
-    sized by the profile (``vocab_size``: of the data; 0 for frames)."""
+    """The model to train: the base checkpoint's (``base``: :meth:`TrainRequest.base_checkpoint`
+    of a LoRA run; checked against the data), else one sized by the profile (``vocab_size``:
+    of the data; 0 for frames)."""
     prof = req.profile
     task = DATASET_OF[req.data]
-    if req.arch == "lora":
-        if base is None:
-            raise ChromarayError("train lora needs --base CHECKPOINT (a model checkpoint directory)")
+    if base is not None:
         spec = ModelSpec.load(base)
         if spec.task != task:
             raise ChromarayError(f"base model {base} was trained on {spec.task}; --data {req.data} needs {task}")
@@ -434,11 +509,11 @@ def loop_config(req: TrainRequest, spec: ModelSpec, *, batch_size: int | None = 
     """What every training worker runs: each field from the profile or the request.
 
     ``batch_size`` lowers the profile's per-worker batch when the data is small;
-    ``base`` is the resolved base checkpoint of a LoRA run.
+    ``base`` is the resolved base checkpoint of a LoRA run (it makes the loop's mode lora).
     """
     prof = req.profile
     return LoopConfig(
-        model=spec, mode="lora" if req.arch == "lora" else "scratch", base=str(base) if base else None,
+        model=spec, base=str(base) if base else None,
         lora=LoraConfig(r=prof.lora_r, alpha=prof.lora_alpha),
         max_steps=req.steps, batch_size=batch_size or prof.batch_size, lr=prof.lr,
         warmup_steps=default_warmup(req.steps), checkpoint_every=prof.checkpoint_every, log_every=prof.log_every,
@@ -460,13 +535,11 @@ def run_training(req: TrainRequest) -> TrainOutcome:
     prof = req.profile
     max_steps = req.steps
     out_dir, storage = req.out_dir, req.storage_dir
-    base = resolve_checkpoint(req.base) if req.base is not None else None
+    base = req.base_checkpoint()
     resources = ray.cluster_resources()
     workers = resolve_workers(prof, resources)
     check_cluster_fits(prof, resources, workers)
-    if not req.db.exists():
-        raise ChromarayError(f"database {req.db} does not exist (run `chromaray fingerprint` first)")
-    engine = open_db(req.db)
+    engine = open_db(req.db, must_exist=True)
 
     t0 = time.perf_counter()
     prep = prepare_data(engine, out_dir, req.data, seq_len=prof.seq_len, eval_fraction=prof.eval_fraction)
@@ -484,7 +557,8 @@ def run_training(req: TrainRequest) -> TrainOutcome:
     config = {"arch": req.arch, "data": req.data, "profile": prof.to_dict(), "workers": workers,
               "batch_size": batch_size, "max_steps": max_steps, "model": spec.to_dict(),
               "base": str(base) if base else None, "storage": str(run_dir), "out": str(out_dir),
-              "n_train_windows": prep.n_train, "n_eval_windows": prep.n_eval}
+              "n_train_windows": prep.n_train, "n_eval_windows": prep.n_eval,
+              "frame_rate_hz": prep.frame_rate_hz, "features_versions": prep.features_versions}
     run_id = _existing_run(engine, req.name) if run_dir.exists() else None
     if run_id:
         _reopen_run(engine, run_id, config)
@@ -532,7 +606,7 @@ def run_training(req: TrainRequest) -> TrainOutcome:
         "workers": workers, "batch_size": batch_size, "seq_len": prof.seq_len,
         "steps": int(metrics.get("step", 0)), "resumed_from_step": int(metrics.get("start_step", 0)),
         "n_tracks": prep.n_tracks, "n_eval_tracks": prep.n_eval_tracks,
-        "n_train_windows": prep.n_train, "n_eval_windows": prep.n_eval,
+        "n_train_windows": prep.n_train, "n_eval_windows": prep.n_eval, "frame_rate_hz": prep.frame_rate_hz,
         "baseline": prep.baseline, "checkpoint": result.checkpoint.path,
         "data_prep_s": round(t_data, 2), "fit_s": round(t_fit, 2),
     }
@@ -572,9 +646,6 @@ def export_merged(base: Path, checkpoint: Any, dest: Path, prep: PreparedData | 
     """Merge the checkpoint's LoRA adapter into the base (``merge_and_unload``) and save a
     plain model at ``dest``; returns it and the max |merged - adapter model| output
     difference on a few held-out windows (0.0 when there are none)."""
-    import torch
-
-    from actors.train.models import load_model, save_model
     from actors.train.models.lora import load_adapter, merge
 
     with checkpoint.as_directory() as d:

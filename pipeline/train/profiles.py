@@ -1,4 +1,4 @@
-"""Hardware profiles: laptop, GPU workstation, cloud cluster (``pipeline/profiles/*.yaml``).
+"""Hardware profiles: laptop, GPU workstation, cloud cluster (``pipeline/train/profiles/*.yaml``).
 
 A profile fixes the training run's shape: workers and their CPU/GPU
 resources, device, precision, per-worker batch size, model size defaults,
@@ -6,6 +6,10 @@ checkpoint cadence. Selection order: explicit name (``--profile``) >
 ``CHROMARAY_PROFILE`` > automatic from detected hardware (CUDA -> workstation,
 or cluster when the Ray cluster has GPUs beyond this machine's; otherwise
 laptop, CPU or Apple MPS). Per-field CLI options override the file.
+
+The shipped files are the one source of every value: each lists every field
+(:class:`Profile` has no defaults for them). A profile file given by path names
+only what it changes; the rest comes from ``laptop.yaml`` (:data:`BASE_PROFILE`).
 
 A :class:`Profile` is a frozen :class:`~actors.config.Settings`: files load through
 ``from_dict`` and overrides go through ``replace``, so an unknown field or a
@@ -19,17 +23,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from actors.config import Settings
+import torch
+
+from actors.config import Settings, require, require_positive
+from actors.dsp.xp import gpu_available
 from actors.errors import ChromarayError
-from actors.train.config import DEVICES, PRECISIONS
+from actors.train.config import LoraConfig, check_loop_settings
+from actors.train.models.mamba import force_fallback, kernels_available
 from pipeline.config import read_yaml
 
-__all__ = ["DEVICES", "PRECISIONS", "PROFILE_DIR", "PROFILE_ENV", "SOURCES", "Hardware", "Profile",
-           "auto_profile_name", "available_profiles", "check_cluster_fits", "detect_hardware", "load_profile",
-           "resolve_workers", "select_profile"]
+__all__ = ["BASE_PROFILE", "PROFILE_DIR", "PROFILE_ENV", "SOURCES", "Hardware", "Profile", "auto_profile_name",
+           "available_profiles", "check_cluster_fits", "detect_hardware", "load_profile", "resolve_workers",
+           "select_profile"]
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 PROFILE_ENV = "CHROMARAY_PROFILE"
+#: The shipped profile whose values a profile file given by path starts from.
+BASE_PROFILE = "laptop"
 #: How a profile was chosen: its file as loaded, --profile, $CHROMARAY_PROFILE, detected hardware.
 SOURCES = ("file", "cli", "env", "auto")
 
@@ -39,46 +49,39 @@ class Profile(Settings):
     """One hardware profile. ``workers`` is an int or ``"auto"`` (one per GPU)."""
 
     name: str
+    workers: int | str
+    cpus_per_worker: float
+    gpus_per_worker: float
+    device: str
+    precision: str
+    batch_size: int
+    seq_len: int
+    d_model: int
+    n_layers: int
+    lr: float
+    checkpoint_every: int
+    log_every: int
+    max_steps: int
+    eval_fraction: float
+    lora_r: int
+    lora_alpha: int
+    keep_checkpoints: int
+    max_failures: int
+    # Shown only: a profile file given by path may leave it out (it does not inherit laptop's).
     description: str = ""
-    workers: int | str = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    device: str = "auto"
-    precision: str = "fp32"
-    batch_size: int = 16
-    seq_len: int = 128
-    d_model: int = 64
-    n_layers: int = 2
-    lr: float = 3e-3
-    checkpoint_every: int = 50
-    log_every: int = 10
-    max_steps: int = 300
-    eval_fraction: float = 0.1
-    lora_r: int = 8
-    lora_alpha: int = 16
-    keep_checkpoints: int = 2
-    max_failures: int = 1
-    source: str = "file"  # how it was chosen (SOURCES): shown by doctor, stored in the run config
+    # How it was chosen (SOURCES), set by the loaders, never written in a file: shown by doctor,
+    # stored in the run config.
+    source: str = "file"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ChromarayError(f"profile {self.name}: precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.device not in DEVICES:
-            raise ChromarayError(f"profile {self.name}: device must be one of {DEVICES}, got {self.device!r}")
-        if not (self.workers == "auto" or (isinstance(self.workers, int) and self.workers >= 1)):
-            raise ChromarayError(f"profile {self.name}: workers must be a positive integer or 'auto'")
-        for f in ("batch_size", "seq_len", "d_model", "n_layers", "checkpoint_every", "log_every", "max_steps"):
-            if int(getattr(self, f)) < 1:
-                raise ChromarayError(f"profile {self.name}: {f} must be >= 1")
-        if not 0.0 < self.eval_fraction < 1.0:
-            raise ChromarayError(f"profile {self.name}: eval_fraction must be in (0, 1)")
-        if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
-            raise ChromarayError(f"profile {self.name}: resources per worker must be >= 0")
-        if self.lora_r < 1 or self.lora_alpha < 1 or self.keep_checkpoints < 1 or self.max_failures < 0:
-            raise ChromarayError(f"profile {self.name}: lora_r, lora_alpha and keep_checkpoints must be >= 1, "
-                                 "max_failures >= 0")
-        if self.source not in SOURCES:
-            raise ChromarayError(f"profile {self.name}: source must be one of {SOURCES}, got {self.source!r}")
+        check_loop_settings(self)  # precision, device, steps, batch, lr, cadences: the loop's own rules
+        require(self.workers == "auto" or (isinstance(self.workers, int) and self.workers >= 1),
+                f"workers must be a positive integer or 'auto', got {self.workers!r}")
+        require_positive(self, "seq_len", "d_model", "n_layers", "keep_checkpoints")
+        require_positive(self, "cpus_per_worker", "gpus_per_worker", "max_failures", allow_zero=True)
+        require(0.0 < self.eval_fraction < 1.0, f"eval_fraction must be in (0, 1), got {self.eval_fraction!r}")
+        LoraConfig(r=self.lora_r, alpha=self.lora_alpha)  # the LoRA rule is the adapter config's
+        require(self.source in SOURCES, f"source must be one of {SOURCES}, got {self.source!r}")
 
 
 @dataclasses.dataclass
@@ -100,12 +103,7 @@ class Hardware:
 
 
 def detect_hardware() -> Hardware:
-    """Probe CUDA, MPS, CuPy and the mamba_ssm kernels (imports torch)."""
-    import torch
-
-    from actors.dsp.xp import gpu_available
-    from actors.train.models.mamba import force_fallback, kernels_available
-
+    """Probe CUDA, MPS, CuPy and the mamba_ssm kernels."""
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     names = [torch.cuda.get_device_name(i) for i in range(n)]
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
@@ -120,11 +118,16 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> Profile:
-    """Profile from ``pipeline/profiles/<name>.yaml`` (or a path to a YAML file)."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
+    """Profile from ``pipeline/train/profiles/<name>.yaml``, or from a path to a YAML file
+    (whose missing fields are :data:`BASE_PROFILE`'s, see the module docstring)."""
+    by_path = name.endswith((".yaml", ".yml"))
+    path = Path(name) if by_path else PROFILE_DIR / f"{name}.yaml"
     if not path.exists():
         raise ChromarayError(f"unknown profile {name!r}; available: {', '.join(available_profiles())}")
     data = read_yaml(path, what="profile")
+    if by_path:
+        base = read_yaml(PROFILE_DIR / f"{BASE_PROFILE}.yaml", what="profile")
+        data = {k: v for k, v in base.items() if k not in ("name", "description")} | data
     data.setdefault("name", path.stem)
     return Profile.from_dict(data, where=f"profile {path}")
 

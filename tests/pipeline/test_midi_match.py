@@ -1,8 +1,8 @@
 """MIDI-to-audio matching: generated pieces rendered to audio with a tempo change and noise.
 
-The library (frames Parquet + tracks/track_paths rows, contract schemas) is built here
-without the fingerprint job: MIDI chroma from actors.midi.analysis, audio chroma from
-actors.features.FeatureExtractor (the same chain the pipeline runs). 22 generated pieces
+The library (frames and midi_notes Parquet by the sink's own table builders, tracks/track_paths
+rows) is built here without the fingerprint job: MIDI chroma from actors.midi.analysis, audio
+chroma from actors.features.FeatureExtractor (the same chain the pipeline runs). 22 generated pieces
 (scales of harmony, multi-track with drums, tempo changes, 3/4 and 4/4, type 0 and 1);
 20 of them are rendered (pretty_midi additive synthesis with overtones, tempo x0.9-1.1
 with +-3 % wobble, white noise at 10 dB SNR), the other 2 have no recording.
@@ -15,19 +15,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from actors.config import BatchConfig, DSPConfig
+from actors.errors import ChromarayError
 from actors.midi.align import align, cens
 from actors.midi.analysis import analyze_midi, midi_features_version
-from pipeline.midi_match import MIN_SCORE, MidiMatchRow, match_midi, stored_matches
-from pipeline.store import ParquetPart, Track, TrackPath, open_db
-from pipeline.store.parquet import list_of_matrices, list_of_vectors, write_part
+from pipeline.config import MatchConfig
+from pipeline.ingest.sink import FrameRow, frames_table, midi_tables
+from pipeline.midi_match import match_midi, stored_matches
+from pipeline.store import MidiMatchRow, ParquetPart, Track, TrackPath, open_db
+from pipeline.store.parquet import write_part
 from pipeline.synth.midi import random_piece, render
 
+MIN_SCORE = MatchConfig().min_score
 DSP = DSPConfig()
 FR = DSP.frame_rate_hz
 N_RENDERED = 20
@@ -60,7 +63,7 @@ def build_library(root: Path, midis: dict[str, bytes], audios: dict[str, np.ndar
     engine = open_db(root / "db.sqlite")
     audio_version = DSP.version() + "+test"
     midi_version = midi_features_version(FR)
-    tracks, paths, frames, notes = [], [], {"audio": [], "midi": []}, []
+    tracks, paths, frames, analyses = [], [], {"audio": [], "midi": []}, []
     for name, data in midis.items():
         p = lib / f"{name}.mid"
         p.write_bytes(data)
@@ -69,8 +72,8 @@ def build_library(root: Path, midis: dict[str, bytes], audios: dict[str, np.ndar
         tracks.append(Track(content_hash=h, kind="midi", format="MIDI", size_bytes=len(data), duration_s=a.duration_s,
                             n_frames=a.n_frames, features_version=midi_version, run_id="test"))
         paths.append(TrackPath(path=str(p), content_hash=h, size_bytes=len(data), mtime_ns=0, last_seen_run="test"))
-        frames["midi"].append((h, midi_version, a.chroma, a.onset))
-        notes.append((h, a.notes))
+        frames["midi"].append(FrameRow(h, "midi", midi_version, FR, a.chroma, a.onset))
+        analyses.append((h, a))
     names = list(audios)
     chromas = audio_chroma([audios[n] for n in names])
     for name, chroma in zip(names, chromas):
@@ -83,27 +86,15 @@ def build_library(root: Path, midis: dict[str, bytes], audios: dict[str, np.ndar
                             features_version=audio_version, run_id="test"))
         paths.append(TrackPath(path=str(p), content_hash=h, size_bytes=p.stat().st_size, mtime_ns=0,
                                last_seen_run="test"))
-        frames["audio"].append((h, audio_version, chroma, np.zeros(chroma.shape[1], np.float32)))
+        frames["audio"].append(FrameRow(h, "audio", audio_version, FR, chroma, np.zeros(chroma.shape[1], np.float32)))
     parts = []
     for kind, rows in frames.items():
-        table = pa.table({
-            "content_hash": [r[0] for r in rows],
-            "kind": [kind] * len(rows),
-            "features_version": [r[1] for r in rows],
-            "frame_rate_hz": pa.array([FR] * len(rows), pa.float64()),
-            "n_frames": pa.array([r[2].shape[1] for r in rows], pa.int32()),
-            "chroma": list_of_matrices([np.ascontiguousarray(r[2].T) for r in rows], 12),
-            "onset": list_of_vectors([r[3] for r in rows], pa.float32()),
-        })
-        rel = write_part(out, "frames", f"part-{kind}", table)
+        rel = write_part(out, "frames", f"part-{kind}", frames_table(rows))
         parts.append(ParquetPart(name=rel, dataset="frames", run_id="test", n_rows=len(rows)))
     if with_notes:
-        cols = {"content_hash": [h for h, _ in notes]}
-        for c, typ in (("pitch", pa.int16()), ("start", pa.float32()), ("end", pa.float32()),
-                       ("velocity", pa.int16()), ("program", pa.int16()), ("is_drum", pa.bool_())):
-            cols[c] = list_of_vectors([n[c] for _, n in notes], typ)
-        rel = write_part(out, "midi_notes", "part-notes", pa.table(cols))
-        parts.append(ParquetPart(name=rel, dataset="midi_notes", run_id="test", n_rows=len(notes)))
+        notes = midi_tables(analyses, features_version=midi_version)["midi_notes"]
+        rel = write_part(out, "midi_notes", "part-notes", notes)
+        parts.append(ParquetPart(name=rel, dataset="midi_notes", run_id="test", n_rows=len(analyses)))
     with Session(engine) as s, s.begin():
         s.add_all(tracks + paths + parts)
     return engine, out
@@ -144,7 +135,7 @@ def test_rendered_audio_is_top1_and_unrelated_scores_lower(library):
     hits, true_scores = 0, []
     for name, rec in library["truth"].items():
         r = by[name]
-        assert r.n_candidates == N_RENDERED  # all audio tracks aligned (below MAX_CANDIDATES)
+        assert r.n_candidates == N_RENDERED  # all audio tracks aligned (below MatchConfig.max_candidates)
         top = r.matches[0] if r.matches else None
         if top is not None and Path(top.path).stem == rec:
             hits += 1
@@ -178,7 +169,8 @@ def test_pruning_keeps_the_true_match(library):
         assert by[name].n_candidates == 3
         assert [Path(m.path).stem for m in by[name].matches] == [rec]
     # coarse (~1 Hz) DTW ranking forced on these short pieces: 3 of 20 reach the fine DTW
-    results = match_midi(library["engine"], library["out"], top_k=1, coarse_min_cells=0, fine_candidates=3,
+    # (coarse_min_cells=1: every pair has more cells; MatchConfig requires > 0)
+    results = match_midi(library["engine"], library["out"], top_k=1, coarse_min_cells=1, fine_candidates=3,
                          store=False)
     by = _by_name(results)
     for name, rec in library["truth"].items():
@@ -244,6 +236,9 @@ def test_cli_user_errors(library, tmp_path, capsys):
     assert main(["match-midi", "--db", db, "--out", out, str(stray)]) == 2
     assert "not in the database" in capsys.readouterr().err
     assert main(["match-midi", "--db", db, "--out", out, "--top-k", "0"]) == 2
+    assert "top_k must be > 0" in capsys.readouterr().err  # MatchConfig's check, the one place
+    assert main(["match-midi", "--db", db, "--out", str(tmp_path / "no-out")]) == 2
+    assert "output folder" in capsys.readouterr().err
 
 
 def test_subsequence_alignment_finds_the_span(library):
@@ -318,3 +313,65 @@ def test_uses_notes_and_falls_back_to_frames_chroma(library, tmp_path):
     np.testing.assert_allclose(midi[h].feat, plain, atol=1e-5)
     (r,) = match_midi(engine, library["out"], midi_hashes=[h], top_k=1, store=False)
     assert Path(r.matches[0].path).stem == library["truth"][name]
+
+
+def test_config_section_and_options_override_it(library, tmp_path, capsys):
+    """--config's `match` section sets the thresholds; an option given on the command line wins."""
+    from jobs.cli import main
+
+    db, out = str(library["root"] / "db.sqlite"), str(library["out"])
+    one = str(library["root"] / "lib" / "piece03.mid")
+    cfg = tmp_path / "match.yaml"
+    cfg.write_text("match: {min_score: 0.99, top_k: 1}\n")
+    assert main(["match-midi", "--db", db, "--out", out, "--json", "--config", str(cfg), one]) == 0
+    assert json.loads(capsys.readouterr().out)["matches"] == []  # no true score reaches 0.99
+    assert main(["match-midi", "--db", db, "--out", out, "--json", "--config", str(cfg), "--min-score", "0.5",
+                 one]) == 0
+    (match,) = json.loads(capsys.readouterr().out)["matches"]  # top_k 1 from the file
+    assert Path(match["path"]).stem == "piece03_rec"
+    cfg.write_text("match: {max_candidates: 0}\n")
+    assert main(["match-midi", "--db", db, "--out", out, "--config", str(cfg), one]) == 2
+    assert "max_candidates must be > 0" in capsys.readouterr().err
+
+
+def test_api_config_and_keyword_overrides(library):
+    engine, out = library["engine"], library["out"]
+    h = _hash(library["midis"]["piece05"])
+    strict = MatchConfig(min_score=0.99)
+    (r,) = match_midi(engine, out, config=strict, midi_hashes=[h], store=False)
+    assert r.matches == [] and r.best_rejected is not None and r.best_rejected < 0.99
+    # Keyword overrides win over the config; a low threshold lets the runner-up in (unrelated <= 0.42).
+    (r,) = match_midi(engine, out, config=strict, midi_hashes=[h], min_score=0.01, top_k=2, store=False)
+    assert len(r.matches) == 2 and Path(r.matches[0].path).stem == "piece05_rec"
+    with pytest.raises(ChromarayError, match="top_k must be > 0"):
+        match_midi(engine, out, midi_hashes=[h], top_k=0, store=False)
+
+
+def test_resolve_midi_by_path_and_by_content(library, tmp_path):
+    from pipeline.midi_match import resolve_midi
+
+    engine, lib = library["engine"], library["root"] / "lib"
+    hashes, files = resolve_midi(engine, [lib])
+    assert sorted(hashes) == sorted(_hash(d) for d in library["midis"].values())
+    assert [Path(f).parent for f in files] == [lib] * len(files)
+    moved = tmp_path / "moved.mid"
+    moved.write_bytes(library["midis"]["piece07"])
+    assert resolve_midi(engine, [moved]) == ([_hash(library["midis"]["piece07"])], [str(moved)])
+    (tmp_path / "audio-only").mkdir()
+    with pytest.raises(ChromarayError, match=r"no \.mid/\.midi files"):
+        resolve_midi(engine, [tmp_path / "audio-only"])
+
+
+def test_stored_matches_reads_a_readonly_database(library, tmp_path):
+    """A reader never does DDL: rows through a read-only engine, none (no error) without the table."""
+    engine = library["engine"]
+    h = _hash(library["midis"]["piece02"])
+    match_midi(engine, library["out"], midi_hashes=[h], top_k=2, min_score=0.01)
+    ro = open_db(library["root"] / "db.sqlite", readonly=True)
+    assert [r.audio_hash for r in stored_matches(ro, h)] == [r.audio_hash for r in stored_matches(engine, h)]
+    assert len(stored_matches(ro, h)) == 2
+    ro.dispose()
+    open_db(tmp_path / "bare.sqlite", create=False).dispose()
+    bare = open_db(tmp_path / "bare.sqlite", readonly=True)
+    assert stored_matches(bare, h) == []
+    bare.dispose()

@@ -69,7 +69,7 @@ def test_fingerprint_then_match_midi(tmp_path):
     for i in range(3):
         assert Path(lines[f"p{i}"]["matches"][0]["path"]).name == f"p{i}_rec.ogg"
     assert lines["p3"]["matches"] == []
-    # the vocabulary ships with the tokens (written by the sink with actors.midi.vocab_json)
+    # the vocabulary ships with the tokens (written by the sink with actors.midi.analysis.vocab_json)
     vocab = json.loads((out / "tokens" / "vocab.json").read_text())
     assert vocab["vocab_size"] > 100
     # naming a file the fingerprint run rejected says why, exit 2

@@ -1,5 +1,6 @@
 """pipeline.runtime.ray_session, as train and doctor use it: it stops the Ray it started
-(also on errors) and never one that was already running in the process."""
+(also on errors) and never one that was already running in the process (doctor's side:
+tests/pipeline/train/test_doctor.py)."""
 from __future__ import annotations
 
 import os
@@ -34,16 +35,3 @@ def test_session_stops_the_local_ray_it_started_even_on_error():
     lines = r.stdout.splitlines()
     assert "inside True None 1.0" in lines and "after False" in lines, r.stdout
 
-
-def test_doctor_joins_a_running_ray_and_leaves_it_running(ray_local):
-    """doctor --address reads the cluster's resources; a Ray it did not start stays up."""
-    from pipeline.train.doctor import report
-
-    info = report("laptop", address="auto")
-    assert ray_local.is_initialized()
-    assert info["cluster_resources"]["CPU"] == 2.0
-    assert info["profile"]["name"] == "laptop" and info["profile"]["source"] == "cli"
-    assert info["profile_fits_cluster"] is True  # 2 workers x 1 CPU
-    ws = report("workstation", address="auto")
-    assert ray_local.is_initialized()
-    assert "needs 1 GPUs" in ws["profile_fits_cluster"]

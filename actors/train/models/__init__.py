@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actors.config import Settings
+from actors.config import Settings, require, require_positive
 from actors.errors import ChromarayError
 
 __all__ = ["ARCHS", "N_FRAME_FEATURES", "TASKS", "ModelSpec", "SequenceModel", "build_model", "items_in",
@@ -62,14 +62,11 @@ class ModelSpec(Settings):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ChromarayError(f"unknown model {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        if self.task not in TASKS:
-            raise ChromarayError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        if self.task == "tokens" and self.vocab_size < 2:
-            raise ChromarayError(f"tokens task needs vocab_size >= 2, got {self.vocab_size}")
-        if self.d_model < 1 or self.n_layers < 1:
-            raise ChromarayError("d_model and n_layers must be positive")
+        require(self.arch in ARCHS, f"unknown model {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        require(self.task in TASKS, f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        require(self.task != "tokens" or self.vocab_size >= 2,
+                f"tokens task needs vocab_size >= 2, got {self.vocab_size}")
+        require_positive(self, "d_model", "n_layers")
 
     def save(self, directory: str | Path) -> None:
         Path(directory, "spec.json").write_text(json.dumps(self.to_dict(), indent=1))

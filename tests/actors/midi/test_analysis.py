@@ -239,7 +239,7 @@ def test_tokens_readable_by_ray_data(tmp_path, ray_local):
     from pipeline.ingest.sink import midi_tables
 
     analyses = [analyze_midi(random_piece(s, n_bars=4).to_midi(), frame_rate_hz=FR) for s in range(3)]
-    table = midi_tables([(f"h{i}", a) for i, a in enumerate(analyses)])["tokens"]
+    table = midi_tables([(f"h{i}", a) for i, a in enumerate(analyses)], features_version="m-test")["tokens"]
     (tmp_path / "tokens").mkdir()
     pq.write_table(table, tmp_path / "tokens" / "part-0.parquet")
     (tmp_path / "tokens" / "vocab.json").write_text(vocab_json())

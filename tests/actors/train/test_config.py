@@ -25,7 +25,7 @@ class RecordingSink:
 
 def _loop(**kw) -> LoopConfig:
     values = {"model": ModelSpec(arch="transformer", task="tokens", vocab_size=24, d_model=32, n_layers=1),
-              "mode": "scratch", "base": None, "lora": LoraConfig(r=4, alpha=8), "max_steps": 30, "batch_size": 8,
+              "base": None, "lora": LoraConfig(r=4, alpha=8), "max_steps": 30, "batch_size": 8,
               "lr": 5e-3, "warmup_steps": 3, "checkpoint_every": 10, "log_every": 5, "precision": "bf16",
               "device": "cpu", "seed": 7, "fault": FaultInjection(step=15, rank=1, marker="/tmp/m"),
               "metrics_sink": RecordingSink(), **kw}
@@ -80,14 +80,22 @@ def test_unknown_keys_and_bad_types_are_one_clear_error():
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"mode": "finetune"}, "loop mode"), ({"mode": "lora"}, "base checkpoint"), ({"precision": "int8"}, "precision"),
-    ({"device": "tpu"}, "device"), ({"checkpoint_every": 0}, "checkpoint_every"), ({"lr": 0.0}, "lr"),
+    ({"precision": "int8"}, "precision"), ({"device": "tpu"}, "device"), ({"checkpoint_every": 0}, "checkpoint_every"),
+    ({"lr": 0.0}, "lr"), ({"weight_decay": -0.1}, "weight_decay"), ({"warmup_steps": 0}, "warmup_steps"),
     ({"lora": {"r": 4, "alpha": 8, "dropout": 1.5}}, "dropout"), ({"lora": {"r": 0, "alpha": 8}}, "LoRA r"),
     ({"metrics_sink": "sqlite"}, "callable"),
 ])
 def test_loop_config_validates(change, message):
     with pytest.raises(ChromarayError, match=message):
         LoopConfig.from_dict({**_loop().to_dict(), **change})
+
+
+def test_the_base_checkpoint_decides_the_mode():
+    """LoRA means adapters on a base: there is no mode field that could say lora without one."""
+    assert _loop().mode == "scratch"
+    assert _loop(base="/ckpt/base").mode == "lora"
+    with pytest.raises(ChromarayError, match=r"unknown option\(s\) \['mode'\] in LoopConfig"):
+        LoopConfig.from_dict({**_loop().to_dict(), "mode": "lora"})
 
 
 def test_loop_config_is_frozen_and_replace_checks():

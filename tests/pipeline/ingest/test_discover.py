@@ -14,7 +14,8 @@ from pipeline.synth import good_library, write_song
 def test_discover_recursive_case_insensitive_hidden_symlinks(tmp_path):
     lib = tmp_path / "lib"
     good_library(lib / "a", n=3)
-    write_song(lib / "b" / "deep" / "x.WaV", 1, 1.0) if (lib / "b" / "deep").mkdir(parents=True) is None else None
+    (lib / "b" / "deep").mkdir(parents=True)
+    write_song(lib / "b" / "deep" / "x.WaV", 1, 1.0)
     (lib / ".hidden").mkdir()
     write_song(lib / ".hidden" / "secret.wav", 2, 1.0)
     write_song(lib / "a" / ".dotfile.wav", 3, 1.0)

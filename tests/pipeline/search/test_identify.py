@@ -13,6 +13,7 @@ from pipeline.search.duplicates import find_duplicates
 from pipeline.search.identify import Identifier, identify
 from pipeline.store import open_db
 from pipeline.synth import SR, add_noise, change_speed, drums, reencode, store_signals, varied_song
+from tests.pipeline.search.clips import cut
 
 SONG_S = 20.0
 SEEDS = [11, 12, 13, 14, 15]
@@ -43,11 +44,6 @@ def ident(library):
     return Identifier(library[0])
 
 
-def _clip(y: np.ndarray, start_s: float, seconds: float, extra_samples: int = 0) -> np.ndarray:
-    a = int(start_s * SR) + extra_samples
-    return y[a: a + int(seconds * SR)]
-
-
 def _matches_song(m, seed: int) -> bool:
     """The original or (for songs 11, 12) its other version: both are the same recording."""
     return m is not None and any(p.startswith((f"/music/song{seed}", f"/music/copies/song{seed}"))
@@ -57,7 +53,7 @@ def _matches_song(m, seed: int) -> bool:
 def test_clean_clip(ident, library):
     songs = library[2]
     # Starts between analysis frames (hop 512): 123 samples past 7.3 s.
-    m = ident.identify_signal(_clip(songs[13], 7.3, 5.0, extra_samples=123))
+    m = ident.identify_signal(cut(songs[13], 7.3, 5.0, extra_samples=123))
     assert m is not None and m.path == "/music/song13.wav"
     assert abs(m.offset_s - (7.3 + 123 / SR)) < 0.05
     assert m.confidence > 0.9 and m.speed == 1.0
@@ -65,7 +61,7 @@ def test_clean_clip(ident, library):
 
 def test_noisy_reencoded_clip(ident, library):
     songs = library[2]
-    clip = reencode(add_noise(_clip(songs[14], 4.0, 10.0, 77), 10.0, np.random.default_rng(1)), "mp3")
+    clip = reencode(add_noise(cut(songs[14], 4.0, 10.0, 77), 10.0, np.random.default_rng(1)), "mp3")
     m = ident.identify_signal(clip)
     assert m is not None and m.path == "/music/song14.wav"
     # The MP3 encoder delays the audio by ~1105 samples (0.05 s).
@@ -75,7 +71,7 @@ def test_noisy_reencoded_clip(ident, library):
 
 def test_speed_changed_clip(ident, library):
     songs = library[2]
-    m = ident.identify_signal(change_speed(_clip(songs[15], 9.0, 5.0), 1.02))
+    m = ident.identify_signal(change_speed(cut(songs[15], 9.0, 5.0), 1.02))
     assert m is not None and m.path == "/music/song15.wav" and m.speed == pytest.approx(1.02)
     assert abs(m.offset_s - 9.0) < 0.1
 
@@ -84,7 +80,7 @@ def test_out_of_library_clips_do_not_match(ident):
     rng = np.random.default_rng(3)
     for seed in (900, 901, 902):
         y = varied_song(seed, 12.0)
-        clip = _clip(y, 1.0, 10.0)
+        clip = cut(y, 1.0, 10.0)
         if seed == 901:
             clip = reencode(add_noise(clip, 10.0, rng), "ogg")
         assert ident.identify_signal(clip) is None, seed
@@ -111,8 +107,8 @@ def test_cli_identify_and_duplicates_json(library, capsys):
     engine, db, songs, work = library
     inside = work / "clip-inside.wav"
     outside = work / "clip-outside.ogg"
-    sf.write(inside, _clip(songs[12], 3.0, 6.0, 300), SR)
-    sf.write(outside, _clip(varied_song(777, 10.0), 2.0, 6.0), SR, format="OGG", subtype="VORBIS")
+    sf.write(inside, cut(songs[12], 3.0, 6.0, 300), SR)
+    sf.write(outside, cut(varied_song(777, 10.0), 2.0, 6.0), SR, format="OGG", subtype="VORBIS")
     assert main(["identify", str(inside), str(outside), "--db", str(db), "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["clip"] for x in lines] == [str(inside), str(outside)]
@@ -149,7 +145,7 @@ def test_static_drum_loops_are_not_duplicates(tmp_path):
     clip = tmp_path / "new-loop.wav"
     sf.write(clip, drums(10.0, 113.0, np.random.default_rng(5)) * 0.5, SR)
     song_clip = tmp_path / "song13-clip.wav"
-    sf.write(song_clip, _clip(items[-1][1], 4.0, 6.0), SR)
+    sf.write(song_clip, cut(items[-1][1], 4.0, 6.0), SR)
     m_loop, m_song = identify(engine, [str(clip), str(song_clip)])
     assert m_loop is None
     assert m_song is not None and set(m_song.paths) & {"/music/song13.wav", "/music/copies/song13.mp3"}

@@ -51,8 +51,7 @@ def _expected(items) -> set[tuple[str, int, int]]:
 
 @pytest.fixture()
 def engine(tmp_path):
-    eng = open_db(tmp_path / "lib.sqlite")
-    index.ensure_tables(eng)
+    eng = open_db(tmp_path / "lib.sqlite")  # creates every table, the index manifest's too
     yield eng
     eng.dispose()
 
@@ -117,7 +116,6 @@ def test_sync_follows_fingerprints_and_rebuild_is_deterministic(engine, tmp_path
     files1 = {p.name: p.read_bytes() for p in index.index_dir(engine).iterdir()}
     assert _posting_set(index.FingerprintIndex.open(engine)) == _expected(want)
     other = open_db(tmp_path / "other" / "lib.sqlite")
-    index.ensure_tables(other)
     _store(other, list(reversed(want)))
     index.rebuild(other)
     files2 = {p.name: p.read_bytes() for p in index.index_dir(other).iterdir()}
@@ -199,3 +197,18 @@ def test_lookup_restricted_to_a_mask(engine):
     assert set(keys.tolist()) == {key[_h(0)], key[_h(2)]}
     _, keys, _ = idx.lookup(items[0][1][:20], idx.mask([key[_h(2)], key[_h(1)]]))
     assert set(keys.tolist()) == {key[_h(2)]}
+
+
+def test_writers_need_the_tables_open_db_creates(tmp_path):
+    """The index never creates tables itself (open_db owns the schema): a database opened without
+    them is refused in one line, and readers see an empty index."""
+    from actors.errors import ChromarayError
+
+    bare = open_db(tmp_path / "bare.sqlite", create=False)
+    for write in (index.sync, index.rebuild, lambda e: index.add_tracks(e, [(_h(0), _codes(0))], frame_rate_hz=RATE),
+                  lambda e: index.remove_tracks(e, [_h(0)])):
+        with pytest.raises(ChromarayError, match="has no fingerprint index tables"):
+            write(bare)
+    assert index.FingerprintIndex.open(bare).tracks == {} and index.is_stale(bare)
+    assert index.stats(bare)["tracks"] == 0
+    bare.dispose()

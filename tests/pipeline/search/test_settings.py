@@ -17,6 +17,7 @@ from pipeline.search import index
 from pipeline.search.identify import UNKNOWN_SETTINGS, Identifier, identify
 from pipeline.store import AnalysisSettings, open_db
 from pipeline.synth import SR, store_signals, varied_song
+from tests.pipeline.search.clips import cut
 
 HOP256 = DSPConfig(hop_length=256)
 SR16K = DSPConfig(sample_rate=16000)
@@ -42,11 +43,6 @@ def library(tmp_path_factory):
     engine.dispose()
 
 
-def _clip(y: np.ndarray, start_s: float, extra: int = 0, seconds: float = 6.0) -> np.ndarray:
-    a = int(start_s * SR) + extra
-    return y[a: a + int(seconds * SR)]
-
-
 def test_one_search_per_setting_and_unknown_tracks_reported(library):
     engine, _, songs, hashes = library
     ident = Identifier(engine)
@@ -54,20 +50,20 @@ def test_one_search_per_setting_and_unknown_tracks_reported(library):
     assert ident.skipped == {hashes[36]: UNKNOWN_SETTINGS}
     assert ident.skipped_note is not None and ident.skipped_note.startswith("1 of 6 indexed tracks are not searched")
     for seed, start, extra in ((32, 5.3, 123), (33, 8.0, 77), (34, 2.0, 0), (35, 6.5, 11)):
-        m = ident.identify_signal(_clip(songs[seed], start, extra), SR)
+        m = ident.identify_signal(cut(songs[seed], start, extra_samples=extra), SR)
         assert m is not None and m.content_hash == hashes[seed], seed
         assert m.path == f"/music/song{seed}.wav"
         assert abs(m.offset_s - (start + extra / SR)) < 0.05, (seed, m.offset_s)
         assert m.speed == 1.0 and m.confidence > 0.8
     # The skipped track is not searched: no match, and the note says why.
-    assert ident.identify_signal(_clip(songs[36], 4.0), SR) is None
+    assert ident.identify_signal(cut(songs[36], 4.0), SR) is None
 
 
 def test_dsp_argument_supplies_unknown_settings(library):
     engine, _, songs, hashes = library
     ident = Identifier(engine, dsp=UNKNOWN, speeds=(1.0,))
     assert not ident.skipped and len(ident.groups) == 4 and ident.speeds == (1.0,)
-    m = ident.identify_signal(_clip(songs[36], 4.0), SR)
+    m = ident.identify_signal(cut(songs[36], 4.0), SR)
     assert m is not None and m.content_hash == hashes[36] and abs(m.offset_s - 4.0) < 0.05
 
 
@@ -76,7 +72,7 @@ def test_cli_and_api_say_which_tracks_were_skipped(library, capsys):
 
     engine, work, songs, hashes = library
     clip = work / "clip33.wav"
-    sf.write(clip, _clip(songs[33], 7.0), SR)
+    sf.write(clip, cut(songs[33], 7.0), SR)
     assert main(["identify", str(clip), "--db", str(work / "lib.sqlite"), "--json"]) == 0
     captured = capsys.readouterr()
     res = json.loads(captured.out)

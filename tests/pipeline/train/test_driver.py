@@ -1,109 +1,23 @@
-"""Ray Train end to end on small generated Parquet data (2 CPU workers, DDP).
-
-Data with learnable structure, written like the pipeline writes it (Parquet
-parts registered in ``parquet_parts``):
-
-- tokens: a sparse global Markov chain over 24 ids (next = succ1[t] w.p. 0.7,
-  succ2[t] w.p. 0.2, uniform w.p. 0.1): its entropy rate is ~1.0 nat/token
-  while a unigram predictor needs ~3.1, so a model that learns the
-  transitions beats the trivial baseline by far.
-- frames: chord progressions (I-V-vi-IV triads in C or G per track, 8 frames
-  per chord) as 12-bin chroma with noise, onset 1 at chord changes and 0.3 on
-  the beat: far from the mean frame, predictable from context.
-"""
+"""Ray Train end to end on small generated Parquet data (2 CPU workers, DDP), with data
+that has learnable structure (:mod:`tests.pipeline.train.library`)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from actors.train.config import FaultInjection
-from pipeline.store import ParquetPart, Run, TrainMetric, open_db
+from pipeline.store import Run, TrainMetric, open_db
 from pipeline.train.driver import TrainRequest, run_training
 from pipeline.train.profiles import load_profile
+from tests.pipeline.train.library import FRAME_RATE_HZ, VOCAB, make_library
 
 pytestmark = pytest.mark.slow
-
-VOCAB = 24
-
-
-def _hash(i: int, kind: str) -> str:
-    return hashlib.sha256(f"{kind}-{i}".encode()).hexdigest()
-
-
-def markov_tokens(rng: np.random.Generator, n: int, succ1: np.ndarray, succ2: np.ndarray) -> np.ndarray:
-    seq = np.empty(n, np.int32)
-    seq[0] = rng.integers(VOCAB)
-    u = rng.random(n)
-    noise = rng.integers(0, VOCAB, n)
-    for i in range(1, n):
-        t = seq[i - 1]
-        seq[i] = succ1[t] if u[i] < 0.7 else succ2[t] if u[i] < 0.9 else noise[i]
-    return seq
-
-
-def chord_frames(rng: np.random.Generator, n: int, hold: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    key = int(rng.choice([0, 7]))  # C or G major: held-out tracks share keys with training ones
-    degrees = [(0, 4, 7), (7, 11, 2), (9, 0, 4), (5, 9, 0)]  # I V vi IV (pitch classes rel. to key)
-    chroma = np.zeros((n, 12), np.float32)
-    onset = np.zeros(n, np.float32)
-    for t in range(n):
-        for pc in degrees[(t // hold) % 4]:
-            chroma[t, (pc + key) % 12] = 1.0
-        onset[t] = 1.0 if t % hold == 0 else 0.3 if t % (hold // 2) == 0 else 0.0
-    chroma = np.clip(chroma * 0.9 + 0.1 * rng.random(chroma.shape, dtype=np.float32), 0, None)
-    chroma /= chroma.max(axis=1, keepdims=True)
-    onset = onset + 0.05 * rng.random(n, dtype=np.float32)
-    return chroma.astype(np.float32), onset.astype(np.float32)
-
-
-def make_library(root: Path, *, n_tracks: int = 12, n_steps: int = 700, seed: int = 0) -> Path:
-    """Write tokens + frames Parquet parts under ``root`` and register them in ``root/lib.db``."""
-    rng = np.random.default_rng(seed)
-    succ1, succ2 = rng.permutation(VOCAB), rng.permutation(VOCAB)
-    db = root / "lib.db"
-    engine = open_db(db)
-    (root / "tokens").mkdir(parents=True, exist_ok=True)
-    (root / "frames").mkdir(parents=True, exist_ok=True)
-    tok_rows = [markov_tokens(rng, n_steps, succ1, succ2) for _ in range(n_tracks)]
-    tok = pa.table({
-        "content_hash": [_hash(i, "midi") for i in range(n_tracks)],
-        "tokenizer": ["REMI"] * n_tracks,
-        "n_tokens": pa.array([len(t) for t in tok_rows], pa.int32()),
-        "tokens": pa.array([t.tolist() for t in tok_rows], pa.list_(pa.int32())),
-    })
-    frames = [chord_frames(rng, n_steps) for _ in range(n_tracks)]
-    chroma_type = pa.list_(pa.list_(pa.float32(), 12))
-    fr = pa.table({
-        "content_hash": [_hash(i, "audio") for i in range(n_tracks)],
-        "kind": ["audio"] * n_tracks,
-        "features_version": ["test"] * n_tracks,
-        "frame_rate_hz": [43.07] * n_tracks,
-        "n_frames": pa.array([n_steps] * n_tracks, pa.int32()),
-        "chroma": pa.array([c.tolist() for c, _ in frames], chroma_type),
-        "onset": pa.array([o.tolist() for _, o in frames], pa.list_(pa.float32())),
-    })
-    # Two parts per dataset, as a run with two batches would write them.
-    h = n_tracks // 2
-    parts = [("tokens/part-0.parquet", "tokens", tok.slice(0, h)), ("tokens/part-1.parquet", "tokens", tok.slice(h)),
-             ("frames/part-0.parquet", "frames", fr.slice(0, h)), ("frames/part-1.parquet", "frames", fr.slice(h))]
-    for name, _, t in parts:
-        pq.write_table(t, root / name)
-    (root / "tokens" / "vocab.json").write_text(json.dumps({f"tok{i}": i for i in range(VOCAB)}))
-    with Session(engine) as s, s.begin():
-        for name, ds, t in parts:
-            s.add(ParquetPart(name=name, dataset=ds, run_id="test", n_rows=t.num_rows))
-    engine.dispose()
-    return db
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +141,9 @@ def test_transformer_frames_beats_mean_frame_baseline(ray_local, library, tmp_pa
     assert s["eval_frame_mse"] < 0.5 * b["mean_frame_mse_eval"], s
     assert s["loss_last10"] < 0.5 * b["mean_frame_mse_train"]
     assert s["loss_first"] > 0.8 * b["mean_frame_mse_train"]
+    # The rate the frames were analysed at travels with the run; 12 tracks x (699 // 64) windows.
+    assert s["frame_rate_hz"] == FRAME_RATE_HZ and s["n_train_windows"] + s["n_eval_windows"] == 12 * 10
+    assert _run(library, out.run_id).config["frame_rate_hz"] == FRAME_RATE_HZ
 
 
 def test_train_cli_end_to_end(ray_local, library, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 from actors.errors import ChromarayError
 from actors.train.config import FaultInjection, LoopConfig, default_warmup
 from actors.train.models import ModelSpec
-from pipeline.train.driver import TrainRequest, loop_config, model_spec
+from pipeline.train.driver import TrainRequest, loop_config, model_spec, resolve_checkpoint
 from pipeline.train.profiles import load_profile
 
 # Values no field defaults to anywhere (Profile, LoopConfig, the profile files), so a
@@ -32,7 +32,7 @@ def test_loop_config_is_exactly_the_profile_and_request(name, tmp_path):
     assert cfg.metrics_sink is _sink
     # Complete equality: a new LoopConfig field must be added here, with where its value comes from.
     assert cfg.to_dict() == {
-        "model": spec.to_dict(), "mode": "scratch", "base": None,
+        "model": spec.to_dict(), "base": None,
         "lora": {"r": 5, "alpha": 11, "dropout": 0.0},
         "max_steps": 77, "batch_size": 5, "lr": 0.0123, "warmup_steps": default_warmup(77),
         "checkpoint_every": 7, "log_every": 3, "precision": "fp16", "device": "cpu", "seed": 9,
@@ -82,3 +82,15 @@ def test_request_checks_come_before_any_profile_or_ray(tmp_path):
                             **kw})
     req = TrainRequest(arch="mamba", data="midi", db=tmp_path / "x.db", name="r", profile=prof)
     assert (req.out_dir, req.storage_dir, req.steps) == (tmp_path, tmp_path / "train_runs", prof.max_steps)
+
+
+def test_base_may_be_a_run_directory(tmp_path):
+    """`--base <storage>/<run>` picks that run's latest checkpoint; anything else is a clear error."""
+    run = tmp_path / "midi-mamba"
+    for stamp in ("2026-11-24_08-34-52.1", "2026-11-24_09-01-00.5"):
+        (run / f"checkpoint_{stamp}").mkdir(parents=True)
+        (run / f"checkpoint_{stamp}" / "spec.json").write_text("{}")
+    assert resolve_checkpoint(run) == run / "checkpoint_2026-11-24_09-01-00.5"
+    assert resolve_checkpoint(run / "checkpoint_2026-11-24_08-34-52.1") == run / "checkpoint_2026-11-24_08-34-52.1"
+    with pytest.raises(ChromarayError, match="neither"):
+        resolve_checkpoint(tmp_path)

@@ -4,7 +4,10 @@ from __future__ import annotations
 import pytest
 
 from actors.errors import ChromarayError
+from pipeline.config import read_yaml
 from pipeline.train.profiles import (
+    BASE_PROFILE,
+    PROFILE_DIR,
     PROFILE_ENV,
     Hardware,
     Profile,
@@ -20,6 +23,24 @@ from pipeline.train.profiles import (
 def hw(cuda: int = 0, mps: bool = False) -> Hardware:
     return Hardware(cpus=8, cuda_devices=cuda, cuda_names=["GPU"] * cuda, mps=mps, cupy=cuda > 0,
                     mamba_kernels=False, mamba_force_fallback=False, torch_version="x")
+
+
+@pytest.mark.parametrize("name", available_profiles())
+def test_every_shipped_profile_file_lists_every_field(name):
+    """The files are the one source of the values (Profile has no defaults for them): a field
+    added to Profile must be added to every file; only `source` is never in a file."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    assert set(read_yaml(PROFILE_DIR / f"{name}.yaml", what="profile")) == fields - {"source"}
+    assert load_profile(name).name == name
+
+
+def test_only_description_and_source_have_defaults():
+    import dataclasses
+
+    defaults = {f.name for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
+    assert defaults == {"description", "source"}
 
 
 def test_three_profile_files_load():
@@ -118,3 +139,8 @@ def test_profile_file_with_a_bad_type_names_the_file(tmp_path):
     ok = tmp_path / "ok.yaml"
     ok.write_text("workers: 1\nseq_len: 32\n")
     assert (load_profile(str(ok)).name, load_profile(str(ok)).source) == ("ok", "file")
+    # A file given by path names what it changes; the other values are the base profile's.
+    prof, base = load_profile(str(ok)), load_profile(BASE_PROFILE)
+    assert (prof.workers, prof.seq_len, prof.description) == (1, 32, "")
+    assert prof.replace(workers=base.workers, seq_len=base.seq_len, description=base.description,
+                        name=base.name) == base
