@@ -6,6 +6,7 @@ library, the tests and the benchmarks.
     midi      generated MIDI pieces and their audio renderings
     degrade   noise at an SNR, gain, speed change, lossy re-encoding
     library   the demo library, test libraries on disk, broken files, stored signals
+    sequences token streams and feature frames with known structure (training tests)
 
     python -m pipeline.synth OUTDIR    # write the demo library
 """

@@ -24,46 +24,18 @@ from sqlalchemy.orm import Session
 from pipeline.ingest.sink import FrameRow
 from pipeline.ingest.sink import frames_table as sink_frames_table
 from pipeline.store import ParquetPart, Track, open_db
+from pipeline.synth.sequences import VOCAB, chord_frames, markov_tokens
 
-__all__ = ["FRAME_RATE_HZ", "VERSION", "VOCAB", "add_parts", "chord_frames", "frames_table", "make_library",
-           "markov_tokens", "reanalyse", "tokens_table", "track_hash"]
+__all__ = ["FRAME_RATE_HZ", "VERSION", "add_parts", "frames_table", "make_library", "reanalyse", "tokens_table",
+           "track_hash"]
 
 #: The features version and frame rate every generated row and track has.
 VERSION = "test"
 FRAME_RATE_HZ = 43.07
 
-VOCAB = 24
-
-
 def track_hash(i: int, kind: str) -> str:
     """Content hash of generated track ``i`` of ``kind`` (audio | midi)."""
     return hashlib.sha256(f"{kind}-{i}".encode()).hexdigest()
-
-
-def markov_tokens(rng: np.random.Generator, n: int, succ1: np.ndarray, succ2: np.ndarray) -> np.ndarray:
-    seq = np.empty(n, np.int32)
-    seq[0] = rng.integers(VOCAB)
-    u = rng.random(n)
-    noise = rng.integers(0, VOCAB, n)
-    for i in range(1, n):
-        t = seq[i - 1]
-        seq[i] = succ1[t] if u[i] < 0.7 else succ2[t] if u[i] < 0.9 else noise[i]
-    return seq
-
-
-def chord_frames(rng: np.random.Generator, n: int, hold: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    key = int(rng.choice([0, 7]))  # C or G major: held-out tracks share keys with training ones
-    degrees = [(0, 4, 7), (7, 11, 2), (9, 0, 4), (5, 9, 0)]  # I V vi IV (pitch classes rel. to key)
-    chroma = np.zeros((n, 12), np.float32)
-    onset = np.zeros(n, np.float32)
-    for t in range(n):
-        for pc in degrees[(t // hold) % 4]:
-            chroma[t, (pc + key) % 12] = 1.0
-        onset[t] = 1.0 if t % hold == 0 else 0.3 if t % (hold // 2) == 0 else 0.0
-    chroma = np.clip(chroma * 0.9 + 0.1 * rng.random(chroma.shape, dtype=np.float32), 0, None)
-    chroma /= chroma.max(axis=1, keepdims=True)
-    onset = onset + 0.05 * rng.random(n, dtype=np.float32)
-    return chroma.astype(np.float32), onset.astype(np.float32)
 
 
 def tokens_table(hashes: list[str], seqs: list[np.ndarray]) -> pa.Table:

@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 
 from actors.train.config import FaultInjection
 from pipeline.store import Run, TrainMetric, open_db
+from pipeline.synth.sequences import VOCAB
 from pipeline.train.driver import TrainRequest, run_training
 from pipeline.train.profiles import load_profile
-from tests.pipeline.train.library import FRAME_RATE_HZ, VOCAB, make_library
+from tests.pipeline.train.library import FRAME_RATE_HZ, make_library
 
 pytestmark = pytest.mark.slow
 

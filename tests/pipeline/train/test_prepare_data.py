@@ -9,12 +9,11 @@ import pytest
 
 from actors.errors import ChromarayError
 from pipeline.store import open_db, parts_of
+from pipeline.synth.sequences import VOCAB, chord_frames
 from pipeline.train.driver import current_rows, prepare_data
 from tests.pipeline.train.library import (
     VERSION,
-    VOCAB,
     add_parts,
-    chord_frames,
     frames_table,
     make_library,
     reanalyse,
