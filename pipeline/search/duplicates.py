@@ -58,8 +58,11 @@ class DuplicateFinder:
         self.config = config or IdentifyConfig()
         self.index = FingerprintIndex.open(engine)
         self.settings = group_by_settings(engine, self.index, dsp)
-        #: Indexed tracks not searched (content hash -> reason), the same as identify's.
-        self.skipped: dict[str, str] = self.settings.skipped
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Indexed tracks not searched (content hash -> reason), the same as identify's."""
+        return self.settings.skipped
 
     @property
     def note(self) -> str | None:

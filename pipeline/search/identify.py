@@ -220,11 +220,8 @@ class Identifier:
         self.config = config or DEFAULTS
         if speeds is not None:
             self.config = self.config.replace(speeds=tuple(speeds))
-        self.speeds = self.config.speeds
         self.index = FingerprintIndex.open(engine)
         self._settings = group_by_settings(engine, self.index, dsp)
-        #: Indexed tracks not searched (content hash -> reason).
-        self.skipped: dict[str, str] = self._settings.skipped
         #: (analysis settings, index mask of their tracks), one per setting, most tracks first.
         self.groups: list[tuple[DSPConfig, np.ndarray]] = [
             (d, self.index.mask(keys)) for d, keys in self._settings.groups]
@@ -235,6 +232,15 @@ class Identifier:
         self.timings: list[dict[str, float]] = []
         #: Best candidate of the last query, accepted or not: (Candidate, speed) or None.
         self.last_best: tuple[Candidate, float] | None = None
+
+    @property
+    def speeds(self) -> tuple[float, ...]:
+        return self.config.speeds
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Indexed tracks not searched (content hash -> reason)."""
+        return self._settings.skipped
 
     @property
     def skipped_note(self) -> str | None:
@@ -312,7 +318,7 @@ class Identifier:
                      votes=c.votes, aligned_codes=c.n, speed=speed)
 
 
-def _resample(y: np.ndarray, sr: int, rate: int) -> np.ndarray:
+def _resample(y: np.ndarray, sr: float, rate: float) -> np.ndarray:
     import soxr
 
     return soxr.resample(y, sr, rate, quality="HQ").astype(np.float32)
@@ -320,9 +326,7 @@ def _resample(y: np.ndarray, sr: int, rate: int) -> np.ndarray:
 
 def _resample_speed(y: np.ndarray, speed: float, sr: int) -> np.ndarray:
     """Undo a playback at ``speed`` x: stretch the clip by ``speed`` (tempo and pitch)."""
-    import soxr
-
-    return soxr.resample(y, sr, sr * speed, quality="HQ").astype(np.float32)
+    return _resample(y, sr, sr * speed)
 
 
 def identify(engine: Engine, clips: Sequence[str], **kwargs: Any) -> list[Match | None]:
