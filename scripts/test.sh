@@ -3,11 +3,8 @@
 # then run the whole suite. Extra arguments go to pytest (e.g. -m "not ray and not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
-fi
+# chromium for the dashboard test, ffmpeg for codec tests, fluidsynth + a GM soundfont for MIDI renderings.
+bash scripts/system_deps.sh chromium chromium-driver ffmpeg fluidsynth fluid-soundfont-gm
 bash scripts/setup.sh
 echo "ruff check ..."
 .venv/bin/ruff check .
