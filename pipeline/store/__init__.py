@@ -10,6 +10,7 @@ from pipeline.store.db import (
     parts_of,
     record_metrics,
     record_settings,
+    results_dir,
     track_settings,
 )
 from pipeline.store.models import (
@@ -60,6 +61,7 @@ __all__ = [
     "parts_of",
     "record_metrics",
     "record_settings",
+    "results_dir",
     "track_settings",
     "utcnow",
 ]

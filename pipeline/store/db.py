@@ -227,6 +227,18 @@ def finish_run(engine: Engine, run_id: str, status: str, summary: dict | None = 
             setattr(run, k, v)
 
 
+def results_dir(engine: Engine) -> Path | None:
+    """The ``--out`` folder of the latest fingerprint run (where its Parquet parts live), or None
+    when the database has never been fingerprinted. Readers (train, match-midi) default to it."""
+    with Session(engine) as s:
+        configs = s.scalars(select(Run.config).where(Run.kind == "fingerprint")
+                            .order_by(Run.started_at.desc()))
+        for config in configs:
+            if isinstance(config, dict) and config.get("out"):
+                return Path(config["out"])
+    return None
+
+
 def known_parts(engine: Engine) -> set[str]:
     with Session(engine) as s:
         return set(s.scalars(select(ParquetPart.name)))
