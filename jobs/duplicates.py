@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.search import duplicates as q
     from pipeline.search.index import open_synced
+    from pipeline.text import shown
 
     flags = {"duplicate_score": args.max_score, "min_duplicate_overlap_s": args.min_overlap}
     config = load_config(args.config, overrides={"identify": {k: v for k, v in flags.items() if v is not None}})
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for i, g in enumerate(groups, 1):
         print(f"group {i}: {len(g.members)} tracks, similarity {g.similarity:.2f}")
         for m in g.members:
-            paths = ", ".join(m["paths"]) or "(no path)"
+            paths = ", ".join(shown(p) for p in m["paths"]) or "(no path)"
             print(f"  {m['content_hash'][:12]}  offset {m['offset_s']:+.2f} s  "
                   f"similarity {m['similarity']:.2f}  {paths}")
     return 0

@@ -34,14 +34,19 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
     import sys
 
     from actors.errors import InputFileError
     from pipeline.config import load_config
     from pipeline.search.identify import Identifier
     from pipeline.search.index import open_synced
+    from pipeline.text import shown
 
+    for clip in args.clips:
+        # Before anything is opened: a FIFO or a device would block the decoder forever.
+        problem = _not_a_clip(clip)
+        if problem:
+            raise ChromarayError(f"clip {shown(clip)} {problem}")
     config = load_config(args.config).identify
     engine = open_synced(args.db, sync=not args.no_sync)
     ident = Identifier(engine, config=config)
@@ -54,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"chromaray identify: warning: {ident.skipped_note}", file=sys.stderr, flush=True)
     status = 0
     for clip in args.clips:
-        if not os.path.exists(clip):
-            raise ChromarayError(f"clip {clip} does not exist")
         try:
             m = ident.identify_file(clip)
         except InputFileError as exc:
@@ -63,17 +66,37 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"clip": clip, "match": None, "error": exc.reason}), flush=True)
             else:
-                print(f"{clip}: error: {exc.reason}", file=sys.stderr, flush=True)
+                print(f"{shown(clip)}: error: {shown(exc.reason)}", file=sys.stderr, flush=True)
             continue
         if args.json:
             print(json.dumps({"clip": clip, "match": m.to_json() if m else None}), flush=True)
         elif m is None:
-            print(f"{clip}: no match", flush=True)
+            print(f"{shown(clip)}: no match", flush=True)
         else:
             speed = f"  speed {m.speed:g}x" if m.speed != 1.0 else ""
-            print(f"{clip}: {m.content_hash[:12]}  {m.path}  offset {m.offset_s:.2f} s  "
+            print(f"{shown(clip)}: {m.content_hash[:12]}  {shown(m.path)}  offset {m.offset_s:.2f} s  "
                   f"confidence {m.confidence:.2f}{speed}", flush=True)
     return status
+
+
+def _not_a_clip(clip: str) -> str | None:
+    """Why ``clip`` cannot be read as an audio file (None: a regular file, links followed)."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(clip).st_mode
+    except FileNotFoundError:
+        return "does not exist" if not os.path.islink(clip) else "is a dangling symbolic link"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an audio file"
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) \
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        return f"is {kind}, not a regular file: identify reads only regular files"
+    return None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import numpy as np
 
 from actors.fingerprint import DECIMATE, N_BITS, popcount32
 
-__all__ = ["DELTA_MASK", "Verification", "contrast", "query_contrast", "verify_codes", "verify_query"]
+__all__ = ["DELTA_MASK", "Verification", "alignment_sweep", "contrast", "on_code_grid", "partial_score",
+           "partial_scores", "query_contrast", "verify_codes", "verify_query", "window_matrix", "window_scores"]
 
 DELTA_MASK = np.uint32(0x00FFF000)  # bits 12-23: temporal comparisons
 _N_DELTA_BITS = 12
@@ -51,7 +52,76 @@ def verify_codes(a: np.ndarray, b: np.ndarray, d: int, valid: np.ndarray | None 
     return Verification(float(errors) / (N_BITS * n), n, float(errors_d) / (_N_DELTA_BITS * n))
 
 
-def _on_code_grid(qcodes: np.ndarray, valid: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, int]:
+def window_matrix(a: np.ndarray, b: np.ndarray, ds: np.ndarray, valid: np.ndarray | None = None, *,
+                  window: int) -> np.ndarray:
+    """Scores of consecutive windows of ``window`` codes of ``a`` against ``b`` at each alignment
+    of ``ds`` (``b[i + d]`` aligned to ``a[i]``): (len(ds), len(a) // window), the score of
+    :func:`verify_codes` over each window; NaN for a window with fewer than half its codes valid
+    and overlapping ``b``. With another song mixed in, the target dominates some windows and not
+    others: per-window scores let a verification count only the ones that agree."""
+    nw = len(a) // window
+    ds = np.asarray(ds, dtype=np.int64)
+    if nw == 0 or len(ds) == 0:
+        return np.full((len(ds), nw), np.nan)
+    n = nw * window
+    a = a[:n]
+    ok_a = np.ones(n, dtype=bool) if valid is None else np.asarray(valid[:n], dtype=bool)
+    idx = ds[:, None] + np.arange(n)[None, :]  # (D, n) positions in b
+    inside = (idx >= 0) & (idx < len(b)) & ok_a[None, :]
+    x = a[None, :] ^ np.asarray(b, dtype=np.uint32)[np.clip(idx, 0, max(0, len(b) - 1))] if len(b) else \
+        np.zeros(idx.shape, dtype=np.uint32)
+    per = 0.5 * (popcount32(x) / N_BITS + popcount32(x & DELTA_MASK) / _N_DELTA_BITS)
+    per = np.where(inside, per, 0.0).reshape(len(ds), nw, window)
+    counts = inside.reshape(len(ds), nw, window).sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = per.sum(axis=2) / counts
+    return np.where(counts * 2 >= window, out, np.nan)
+
+
+def window_scores(a: np.ndarray, b: np.ndarray, d: int, valid: np.ndarray | None = None, *,
+                  window: int) -> np.ndarray:
+    """The window scores of :func:`window_matrix` at one alignment ``d``, dropped windows left out."""
+    w = window_matrix(a, b, np.array([d]), valid, window=window)[0]
+    return w[np.isfinite(w)]
+
+
+def partial_scores(windows: np.ndarray, keep: float, min_windows: int = 1) -> np.ndarray:
+    """Per row of ``windows`` (NaN: left out), the mean of its best (lowest) ``keep`` fraction of
+    window scores (at least one window); 0.5 (chance) for a row with fewer than ``min_windows``
+    windows. ``keep`` = 1 is the score of the whole aligned clip (windows weighted equally)."""
+    w = np.atleast_2d(windows)
+    n = np.isfinite(w).sum(axis=1)
+    srt = np.sort(np.where(np.isfinite(w), w, np.inf), axis=1)
+    k = np.maximum(1, np.rint(keep * n).astype(np.int64))
+    cs = np.cumsum(np.where(np.isfinite(srt), srt, 0.0), axis=1)
+    out = np.full(len(w), 0.5)
+    ok = n >= max(1, min_windows)
+    if w.shape[1]:
+        out[ok] = cs[ok, k[ok] - 1] / k[ok]
+    return out
+
+
+def partial_score(windows: np.ndarray, keep: float) -> float:
+    """:func:`partial_scores` of one set of window scores."""
+    return float(partial_scores(np.asarray(windows, dtype=np.float64)[None, :], keep)[0])
+
+
+def alignment_sweep(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None, *, window: int,
+                    keep: float, min_windows: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`partial_scores` of ``a`` against ``b`` at every alignment ``d`` where ``a`` could
+    have ``min_windows`` windows inside ``b``: (alignments, scores; 0.5 where fewer windows
+    overlap). The brute-force view of one track that a candidate alignment is judged against
+    (its best *wrong* alignment)."""
+    span = min_windows * window
+    ds = np.arange(-(len(a) - span), len(b) - span + 1)
+    scores = np.full(len(ds), 0.5)
+    for i in range(0, len(ds), 512):  # bounded memory: 512 alignments x len(a) codes at a time
+        part = ds[i: i + 512]
+        scores[i: i + 512] = partial_scores(window_matrix(a, b, part, valid, window=window), keep, min_windows)
+    return ds, scores
+
+
+def on_code_grid(qcodes: np.ndarray, valid: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, int]:
     """The query frames that fall on the library's code grid at ``offset`` (library analysis
     frame = query frame + offset; library codes every DECIMATE-th frame), their validity and
     the library code index of the first one."""
@@ -62,7 +132,7 @@ def _on_code_grid(qcodes: np.ndarray, valid: np.ndarray, offset: int) -> tuple[n
 def verify_query(qcodes: np.ndarray, valid: np.ndarray, lib: np.ndarray, offset: int) -> Verification:
     """Query codes (one per analysis frame, ``valid`` mask) against library codes (one every
     DECIMATE-th frame) at ``offset`` (library analysis frame = query frame + offset)."""
-    a, va, d = _on_code_grid(qcodes, valid, offset)
+    a, va, d = on_code_grid(qcodes, valid, offset)
     return verify_codes(a, lib, d, va)
 
 
@@ -80,5 +150,5 @@ def contrast(a: np.ndarray, b: np.ndarray, d: int, *, shifts: Sequence[int], min
 def query_contrast(qcodes: np.ndarray, valid: np.ndarray, lib: np.ndarray, offset: int, *,
                    shifts: Sequence[int], min_codes: int) -> float:
     """:func:`contrast` of a query (one code per analysis frame) at ``offset`` analysis frames."""
-    a, va, d = _on_code_grid(qcodes, valid, offset)
+    a, va, d = on_code_grid(qcodes, valid, offset)
     return contrast(a, lib, d, shifts=shifts, min_codes=min_codes, valid=va)

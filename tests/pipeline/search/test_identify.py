@@ -150,3 +150,23 @@ def test_static_drum_loops_are_not_duplicates(tmp_path):
     assert m_loop is None
     assert m_song is not None and set(m_song.paths) & {"/music/song13.wav", "/music/copies/song13.mp3"}
     assert abs(m_song.offset_s - 4.0) < 0.2
+
+
+def test_probes_flip_up_to_two_of_the_weakest_bits() -> None:
+    from itertools import combinations
+
+    from pipeline.search.identify import probes
+
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 2**32, 10, dtype=np.uint64).astype(np.uint32)
+    rel = rng.random((32, 10)).astype(np.float32)
+    frames = np.array([2, 5, 7])
+    keys, of = probes(codes, rel, frames, weak_bits=4, max_flips=2)
+    assert len(keys) == len(of) == 3 * (1 + 4 + 6)
+    for j in frames:
+        weak = np.argsort(rel[:, j], kind="stable")[:4]
+        want = {int(codes[j])} | {int(codes[j]) ^ (1 << int(w)) for w in weak} | \
+            {int(codes[j]) ^ (1 << int(u)) ^ (1 << int(v)) for u, v in combinations(weak, 2)}
+        assert {int(k) for k in keys[of == j]} == want
+    single, _ = probes(codes, rel, frames, weak_bits=6, max_flips=1)
+    assert len(single) == 3 * 7

@@ -140,3 +140,57 @@ def test_query_contrast_matches_reference():
         got = query_contrast(q, valid, lib, offset, shifts=SHIFTS, min_codes=5)
         assert got == pytest.approx(want, abs=1e-12), offset
     assert query_contrast(q, valid, lib, 19, shifts=SHIFTS, min_codes=5) > 0.3
+
+
+# -- windowed (partial) verification: against ref_verify window by window ---------------------
+
+def ref_windows(a, b, d, valid, window) -> list[float]:
+    """Score (BER + temporal BER) / 2 of each window of ``window`` codes of ``a`` at ``d``, by
+    ref_verify, for windows with at least half their codes compared (the others are NaN)."""
+    out = []
+    for w in range(len(a) // window):
+        sl = slice(w * window, (w + 1) * window)
+        m = None if valid is None else valid[sl]
+        # ref_verify of the window's codes alone, aligned at d + its start
+        ber, n, ber_d = ref_verify(a[sl], b, d + w * window, m)
+        out.append(0.5 * (ber + ber_d) if 2 * n >= window else float("nan"))
+    return out
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_window_matrix_matches_the_reference_at_every_alignment(masked: bool) -> None:
+    from pipeline.search.score import window_matrix, window_scores
+
+    rng = np.random.default_rng(5)
+    b = rng.integers(0, 2**32, 60, dtype=np.uint64).astype(np.uint32)
+    a = b[10:47] ^ (rng.random(37) < 0.2).astype(np.uint32) << np.uint32(3)
+    valid = rng.random(len(a)) < 0.7 if masked else None
+    ds = np.arange(-40, 70)
+    got = window_matrix(a, b, ds, valid, window=8)
+    assert got.shape == (len(ds), 37 // 8)
+    for i, d in enumerate(ds):
+        want = ref_windows(a, b, int(d), valid, 8)
+        np.testing.assert_allclose(got[i], want, rtol=0, atol=1e-12)  # NaN where a window is left out
+        assert np.allclose(window_scores(a, b, int(d), valid, window=8), [w for w in want if not np.isnan(w)])
+
+
+def test_partial_scores_and_the_sweep() -> None:
+    from pipeline.search.score import alignment_sweep, partial_score, partial_scores, window_matrix
+
+    w = np.array([[0.1, 0.4, np.nan, 0.2, 0.3], [np.nan] * 5, [0.5, 0.0, 0.25, 0.25, 0.5]])
+    # best half of 4 windows: mean(0.1, 0.2); no window: chance; best 2 (round(2.5)) of 5: 0.125
+    np.testing.assert_allclose(partial_scores(w, 0.5), [0.15, 0.5, 0.125])
+    assert partial_scores(w, 0.5, min_windows=5).tolist() == [0.5, 0.5, 0.125]
+    assert partial_score(np.array([0.3, 0.1]), 1.0) == pytest.approx(0.2)
+    rng = np.random.default_rng(9)
+    b = rng.integers(0, 2**32, 300, dtype=np.uint64).astype(np.uint32)
+    a = b[120:184].copy()
+    a[:32] = rng.integers(0, 2**32, 32, dtype=np.uint64).astype(np.uint32)  # half the clip drowned
+    ds, sweep = alignment_sweep(a, b, window=8, keep=0.5, min_windows=3)
+    assert ds[0] == -(64 - 24) and ds[-1] == 300 - 24 and len(sweep) == len(ds)
+    for d in (-40, -3, 0, 77, 120, 250, 276):
+        assert sweep[d - ds[0]] == pytest.approx(partial_scores(window_matrix(a, b, np.array([d]), window=8),
+                                                                0.5, 3)[0])
+    # The agreeing half scores 0 at the true alignment; the whole-clip score there is near chance.
+    assert int(ds[np.argmin(sweep)]) == 120 and sweep.min() == 0.0
+    assert verify_codes(a, b, 120).score > 0.2
