@@ -1,12 +1,15 @@
 """Find, for each MIDI file of the library, the audio recordings that play the same piece.
 
-Aligns the chroma of each MIDI file with the chroma of the audio tracks (stored by
-`chromaray fingerprint`) by dynamic time warping, which absorbs tempo differences, and
-ranks the recordings by alignment score. Results are stored in the database (table
-midi_matches; re-running replaces them) and printed; --json prints one JSON object per
-line per MIDI file: {"midi": path, "matches": [{"path": ..., "score": ...}, ...]}.
-Thresholds come from the `match` section of --config (pipeline.config.MatchConfig); the
-options --top-k, --min-score and --max-candidates override it.
+Aligns the chroma of each MIDI file (modelled as a recording of it sounds) with the harmonic
+chroma of the audio tracks (stored by `chromaray fingerprint`) by dynamic time warping, which
+absorbs tempo differences; a pair is accepted when it aligns well and much better than with
+the MIDI file transposed (pipeline.midi_match). Results are stored in the database (table
+midi_matches; re-running replaces them), the alignment paths (MIDI time -> audio time) in the
+Parquet dataset midi_alignments, and printed; --json prints one JSON object per line per MIDI
+file: {"midi": path, "matches": [{"path": ..., "score": ..., "gap": ..., "shift": ...}, ...]}.
+The Parquet folder is the one the database records (--out overrides it). Thresholds come from
+the `match` section of --config (pipeline.config.MatchConfig); the options --top-k,
+--min-score, --min-gap, --max-candidates, --transpose and --workers override it.
 """
 from __future__ import annotations
 
@@ -23,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("midi_paths", nargs="*", metavar="MIDI_PATH",
                         help="MIDI files or folders already fingerprinted (default: every MIDI file in the database)")
     parser.add_argument("--db", default="results/chromaray.db", help="SQLite database (default: %(default)s)")
-    parser.add_argument("--out", default="results",
-                        help="output folder of `chromaray fingerprint` holding the Parquet frames "
-                             "(default: %(default)s)")
+    parser.add_argument("--out", default=None,
+                        help="override the Parquet folder (default: the --out of the latest "
+                             "`chromaray fingerprint` run, as the database records it)")
     parser.add_argument("--config", help="YAML config whose `match` section sets the thresholds below "
                                          "(these options override it)")
     # Defaults are the config's (None here: an option given overrides the --config file).
@@ -34,15 +37,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-score", type=float, default=None,
                         help=f"lowest alignment score reported as a match (default: {MatchConfig.min_score:g}, "
                              "see pipeline.midi_match)")
+    parser.add_argument("--min-gap", type=float, default=None,
+                        help=f"how much better than at the 11 other transpositions a pair must align "
+                             f"(default: {MatchConfig.min_gap:g}, see pipeline.midi_match)")
     parser.add_argument("--max-candidates", type=int, default=None,
                         help=f"audio tracks aligned per MIDI file after pitch-profile pruning "
                              f"(default: {MatchConfig.max_candidates})")
+    parser.add_argument("--transpose", action="store_true", default=None,
+                        help="also match recordings in another key (tries the 12 transpositions, reports the shift)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Ray tasks (CPUs) matching in parallel; 0: in this process "
+                             "(default: Ray for 64 or more MIDI files)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line per MIDI file")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     """The `match` options given on the command line (ranges are checked by MatchConfig)."""
-    given = {"top_k": args.top_k, "min_score": args.min_score, "max_candidates": args.max_candidates}
+    given = {"top_k": args.top_k, "min_score": args.min_score, "min_gap": args.min_gap,
+             "max_candidates": args.max_candidates,
+             "transpose": args.transpose, "workers": args.workers}
     return {"match": {k: v for k, v in given.items() if v is not None}}
 
 
@@ -55,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.midi_match import match_midi, resolve_midi
     from pipeline.store import open_db
+    from pipeline.text import shown
 
     config = load_config(args.config, overrides=_overrides(args)).match
     engine = open_db(args.db, must_exist=True)
@@ -78,13 +92,14 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(obj))
                 continue
-            print(obj["midi"] or f"(MIDI {r.midi_hash[:12]}, no path)")
+            print(shown(obj["midi"]) if obj["midi"] else f"(MIDI {r.midi_hash[:12]}, no path)")
             if not obj["matches"]:
-                extra = f" (best score {r.best_rejected:.2f} < threshold)" if r.best_rejected is not None else ""
+                extra = f" (best score {r.best_rejected:.2f}, not accepted)" if r.best_rejected is not None else ""
                 print(f"    no recording plays this piece{extra}")
             for i, m in enumerate(obj["matches"], start=1):
-                print(f"    {i}. score {m['score']:.3f}  tempo x{m['tempo_ratio']:.2f}  "
-                      f"[{m['audio_start_s']:.1f}-{m['audio_end_s']:.1f} s]  {m['path']}")
+                key = f"  transposed {m['shift']:+d}" if m["shift"] else ""
+                print(f"    {i}. score {m['score']:.3f}  gap {m['gap']:.2f}  tempo x{m['tempo_ratio']:.2f}{key}  "
+                      f"[{m['audio_start_s']:.1f}-{m['audio_end_s']:.1f} s]  {shown(m['path'])}")
     if not args.json:
         n_matched = sum(1 for r in results if r.matches)
         print(f"{len(results)} MIDI file(s), {n_matched} with a matching recording, {wall:.1f} s "

@@ -16,6 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.text import shown
+
 __all__ = ["HELP", "OVERRIDES", "add_arguments", "run"]
 
 HELP = "train Mamba / transformer / LoRA models on tokens or audio frames (Ray Train)"
@@ -29,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="run name; the same name resumes that run")
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: profile)")
     parser.add_argument("--base", type=Path, default=None, help="lora: base model checkpoint directory")
-    parser.add_argument("--out", type=Path, default=None, help="Parquet output directory (default: the db's directory)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="override the Parquet folder (default: the --out of the latest "
+                             "`chromaray fingerprint` run, as the database records it)")
     parser.add_argument("--storage", type=Path, default=None,
                         help="Ray Train storage path for checkpoints (default: <db dir>/train_runs)")
     parser.add_argument("--profile", default=None, help="laptop | workstation | cluster | path.yaml "
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     check_request(args.model, args.data, args.name, base=args.base, max_steps=args.max_steps)  # before Ray starts
     with ray_session(args.address, verbose=args.verbose) as info:
         prof = select_profile(args.profile, cluster_gpus=info.gpus, overrides={k: getattr(args, k) for k in OVERRIDES})
-        print(f"profile: {prof.name} ({prof.source}); workers={prof.workers} batch/worker={prof.batch_size} "
+        print(f"profile: {shown(prof.name)} ({shown(prof.source)}); workers={prof.workers} "
+              f"batch/worker={prof.batch_size} "
               f"precision={prof.precision} seq_len={prof.seq_len}")
         req = TrainRequest(arch=args.model, data=args.data, db=args.db, name=args.name, profile=prof,
                            max_steps=args.max_steps, out=args.out, storage=args.storage, base=args.base,
@@ -77,12 +82,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         ev = (f"perplexity {s['eval_perplexity']:.3f}" if "eval_perplexity" in s
               else f"frame MSE {s['eval_frame_mse']:.4f}" if "eval_frame_mse" in s else "no held-out data")
-        print(f"run {args.name} ({outcome.run_id}): {s['steps']} steps, loss {s.get('loss_first', float('nan')):.4f}"
+        print(f"run {shown(args.name)} ({outcome.run_id}): {s['steps']} steps, "
+              f"loss {s.get('loss_first', float('nan')):.4f}"
               f" -> {s.get('loss_last10', float('nan')):.4f}, held-out {ev}, baseline {s['baseline']}")
         print(f"time: {s['wall_s']:.1f} s (fit {s['fit_s']:.1f} s)")
-    print(f"checkpoint: {outcome.checkpoint}")
+    print(f"checkpoint: {shown(outcome.checkpoint)}")
     if outcome.export:
-        print(f"merged model: {outcome.export}")
+        print(f"merged model: {shown(outcome.export)}")
     return 0
 
 

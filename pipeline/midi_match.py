@@ -1,58 +1,86 @@
 """Match MIDI files to the audio recordings of the library that play the same piece.
 
-Reads the per-frame chroma of both kinds from the Parquet ``frames`` dataset (committed
-parts only, via pipeline.store.parts_of) -- for MIDI files the chroma is recomputed from the
-``midi_notes`` dataset with decaying notes (actors.midi.analysis.midi_heard_chroma), closer to
-what a recording sounds like -- turns each track into CENS features at ~5 Hz
-(actors.midi.align), prunes candidates by their pitch-class profile, aligns each MIDI file
-with its candidates by subsequence DTW and keeps those whose chance-corrected alignment
-score reaches ``min_score``, best first. Results go to table ``midi_matches`` (re-running
-replaces the rows of the MIDI files matched). Every threshold and budget is a field of
-:class:`pipeline.config.MatchConfig` (section ``match`` of a --config file).
+1. **Features.** Each track's current row of the Parquet ``frames`` dataset
+   (:func:`pipeline.train.rows.current_rows`, the rule training uses). Audio: its stored
+   chroma, which is the chroma of the harmonic part (HPSS) of the recording. MIDI: recomputed
+   from the ``midi_notes`` dataset as a recording of it would sound (:data:`HEARD_MODEL`:
+   decaying notes, 6 harmonic partials folded to pitch classes, 0.4 s release tails, GM
+   drums left out). Both become CENS features at ~5 Hz (actors.midi.align).
+2. **Candidates.** Recordings ranked by pitch-class profile (12 values per track) keep the
+   best ``max_candidates``; long pairs are ranked again by a ~1 Hz DTW and the best
+   ``fine_candidates`` kept (multiscale); the rest is aligned by subsequence DTW at ~5 Hz.
+3. **Acceptance (calibrated per pair).** The best ``verify_candidates`` are aligned again with
+   the MIDI file transposed by each of the 11 other semitone shifts. A recording of the
+   piece agrees with it in one key only; an unrelated piece agrees about as well in several.
+   A pair is accepted when its score reaches ``min_score`` and beats every other shift by
+   ``min_gap`` (:class:`pipeline.config.MatchConfig`). With ``transpose`` the best shift is
+   the match and is reported.
+4. **Outputs.** Accepted pairs go to table ``midi_matches`` (a re-run replaces the rows of the
+   MIDI files it matched). Their alignment paths (MIDI time -> audio time) go to a new part of
+   the Parquet dataset ``midi_alignments`` (:func:`read_alignments`).
 
-Threshold (``MatchConfig.min_score`` = 0.55), chosen on renderings (pretty_midi additive synthesis,
-tempo x0.9-1.1 with +-3 % wobble, white noise at 10 dB SNR; audio chroma from
-actors.features):
-- 96 real files of /work/shared/data/midi vs their 96 renderings: every rendering ranked
-  first for its MIDI file, scores >= 0.556 (mean 0.74); the best wrong recording per MIDI
-  file scored up to 0.69, but the two highest (BWV 67.4 / 145.5) are two harmonisations of
-  the same chorale tune; next 0.563 (BWV 104.6 / 359), then <= 0.52. The 4 files pretty_midi
-  cannot render (no recording) scored at most 0.545 -> no match at 0.55, one false match at 0.5.
-- generated pieces (tests/pipeline/test_midi_match.py): true >= 0.69, unrelated <= 0.42; with tempo
-  x0.6-1.6, +-10 % wobble and -5 dB SNR still 30/30 top-1 but true scores down to 0.51.
-Lower it (--min-score, or ``match: {min_score: ...}`` in a --config file) for recordings far
-from the score (other arrangement, heavy reverb).
+The work runs in Ray tasks when there are many MIDI files (``MatchConfig.workers``). The
+Parquet folder is the one the database names (:func:`pipeline.store.results_dir`).
+
+**How the settings were chosen** (benchmarks/bench_midi.py, train split only; 100 real MIDI
+files of ../shared/data/midi rendered by FluidSynth + FluidR3_GM with tempo x0.9-1.1 and
+10 dB noise). On the 41 train MIDI files, the best two candidates had transposition gaps of
+at least 0.223 for the true recording and at most 0.099 for a wrong one; without the harmonic
+model the margin was smaller (0.243 vs 0.168), because harmonics make the other shifts of a
+wrong pair look as good as shift 0. The raw score alone overlaps (true as low as 0.38, wrong up
+to 0.57), so ``min_score`` is only a floor (0.3) and ``min_gap`` (0.13) decides. The
+figures reported on the test split are in the README and benchmarks/out/bench_midi.json.
 """
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import delete, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.errors import ChromarayError
-from actors.midi.align import DEFAULT_RATE_HZ, MATCH_VERSION, align, cens, coarsen, profile
+from actors.midi.align import (
+    DEFAULT_RATE_HZ,
+    MATCH_VERSION,
+    Alignment,
+    align,
+    cens,
+    coarsen,
+    profile,
+)
 from actors.midi.analysis import midi_heard_chroma
 from pipeline.config import MatchConfig
 from pipeline.ingest.discover import content_hash, discover
-from pipeline.store import ErrorRow, MidiMatchRow, Track, TrackPath, parts_of, utcnow
+from pipeline.store import ErrorRow, MidiMatchRow, ParquetPart, Track, TrackPath, parts_of, results_dir, utcnow
+from pipeline.store.parquet import list_of_vectors, write_part
+from pipeline.train.rows import TrackRow, current_rows
 
 __all__ = [
+    "ALIGNMENTS_DATASET",
+    "HEARD_MODEL",
     "AudioMatch",
+    "Candidate",
     "MidiMatchResult",
+    "alignments_table",
     "load_sequences",
     "match_midi",
     "match_one",
+    "midi_features",
+    "read_alignments",
     "resolve_midi",
+    "resolve_out",
     "stored_matches",
+    "verify",
 ]
 
 
@@ -65,11 +93,14 @@ class AudioMatch:
     tempo_ratio: float
     audio_start_s: float
     audio_end_s: float
+    shift: int = 0  # semitones the MIDI file was transposed up by to match
+    gap: float = 0.0  # transposition gap (see MatchConfig)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "score": round(self.score, 4), "content_hash": self.audio_hash,
                 "similarity": round(self.similarity, 4), "tempo_ratio": round(self.tempo_ratio, 4),
-                "audio_start_s": round(self.audio_start_s, 2), "audio_end_s": round(self.audio_end_s, 2)}
+                "audio_start_s": round(self.audio_start_s, 2), "audio_end_s": round(self.audio_end_s, 2),
+                "shift": self.shift, "gap": round(self.gap, 4)}
 
 
 @dataclass
@@ -80,9 +111,13 @@ class MidiMatchResult:
     midi_paths: list[str]
     matches: list[AudioMatch]
     n_candidates: int = 0  # audio tracks aligned by DTW after pruning
-    best_rejected: float | None = None  # best score under min_score (diagnostics)
+    best_rejected: float | None = None  # best score of a pair not accepted (diagnostics)
     seconds: float = 0.0
-    alignments: list = field(default_factory=list, repr=False)  # [(audio_hash, Alignment)]
+    candidates: list[Candidate] = field(default_factory=list, repr=False)  # every aligned pair, best first
+
+    @property
+    def accepted(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.accepted]
 
     def json_objects(self) -> list[dict[str, Any]]:
         """One object per MIDI path: {midi, content_hash, matches: [{path, score, ...}]}."""
@@ -99,24 +134,36 @@ class _Seq:
     prof: np.ndarray  # pitch-class profile (pruning)
 
 
-def _iter_frame_rows(out_dir: Path, parts: list[str],
-                     kinds: set[str]) -> Iterator[tuple[str, str, str, float, np.ndarray]]:
-    """(hash, kind, features_version, frame_rate_hz, chroma (12, T)) of every frames row, oldest part first.
+#: How a MIDI file is made to look like a recording of it (actors.midi.analysis.midi_heard_chroma):
+#: struck notes fade (decay_s, floor), each note sounds through its harmonics (n_partials,
+#: rolloff) and rings on after its note-off (release_s). Chosen on the train split of
+#: benchmarks/bench_midi.py (FluidSynth renderings); see MatchConfig for the acceptance.
+HEARD_MODEL: dict[str, Any] = {"decay_s": 2.0, "floor": 0.1, "n_partials": 6, "rolloff": 0.6, "release_s": 0.4}
+
+
+def midi_features(notes: dict[str, np.ndarray], *, frame_rate_hz: float, n_frames: int,
+                  target_rate_hz: float = DEFAULT_RATE_HZ) -> tuple[np.ndarray, float]:
+    """CENS features (12, N) and their rate of a MIDI file's notes, as a recording sounds."""
+    chroma = midi_heard_chroma(notes, frame_rate_hz=frame_rate_hz, n_frames=n_frames, **HEARD_MODEL)
+    return cens(chroma, frame_rate_hz=frame_rate_hz, target_rate_hz=target_rate_hz)
+
+
+def _read_chroma(out_dir: Path, rows: dict[str, TrackRow], ) -> Iterator[tuple[str, str, float, np.ndarray]]:
+    """(hash, kind, frame_rate_hz, chroma (12, T)) of each chosen frames row, part by part.
 
     ``frame_rate_hz`` is the row's own (the sink stores each track's analysis rate), so tracks
     fingerprinted with other DSP settings are read at their true rate."""
-    for rel in parts:
-        path = out_dir / rel
-        if not path.exists():
-            raise ChromarayError(f"Parquet part {path} is listed in the database but missing; "
-                                 "re-run `chromaray fingerprint` with the same --out")
+    by_part: dict[str, set[str]] = {}
+    for h, r in rows.items():
+        by_part.setdefault(r.path, set()).add(h)
+    for path, want in by_part.items():
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=64, columns=["content_hash", "kind", "features_version",
                                                               "frame_rate_hz", "chroma"]):
-            kind_col = batch.column("kind").to_pylist()
-            if not any(k in kinds for k in kind_col):
-                continue
             hashes = batch.column("content_hash").to_pylist()
+            if not want.intersection(hashes):
+                continue
+            kinds = batch.column("kind").to_pylist()
             versions = batch.column("features_version").to_pylist()
             rates = batch.column("frame_rate_hz").to_numpy(zero_copy_only=False)
             chroma = batch.column("chroma")
@@ -125,14 +172,14 @@ def _iter_frame_rows(out_dir: Path, parts: list[str],
             offsets = chroma.offsets.to_numpy().astype(np.int64)
             offsets -= offsets[0]
             valid = chroma.is_valid().to_numpy(zero_copy_only=False)
-            for i, k in enumerate(kind_col):
-                if k not in kinds or not valid[i]:
+            for i, h in enumerate(hashes):
+                if h not in want or not valid[i] or versions[i] != rows[h].version:
                     continue
                 mat = flat[offsets[i] * 12: offsets[i + 1] * 12].reshape(-1, 12).T
-                yield hashes[i], k, versions[i], float(rates[i]), mat
+                yield h, kinds[i], float(rates[i]), mat
 
 
-def _load_notes(out_dir: Path, parts: list[str], want: set[str] | None) -> dict[str, dict[str, np.ndarray]]:
+def _load_notes(out_dir: Path, parts: list[str], want: set[str]) -> dict[str, dict[str, np.ndarray]]:
     """Note tables of the midi_notes dataset (newest part wins), restricted to ``want``."""
     cols = ("pitch", "start", "end", "velocity", "program", "is_drum")
     found: dict[str, dict[str, np.ndarray]] = {}
@@ -144,7 +191,7 @@ def _load_notes(out_dir: Path, parts: list[str], want: set[str] | None) -> dict[
             hashes = batch.column("content_hash").to_pylist()
             arrays = {c: batch.column(c) for c in cols}
             for i, h in enumerate(hashes):
-                if want is not None and h not in want:
+                if h not in want:
                     continue
                 found[h] = {c: np.asarray(arrays[c][i].values.to_numpy(zero_copy_only=False)) for c in cols}
     return found
@@ -154,34 +201,32 @@ def load_sequences(engine: Engine, out_dir: str | os.PathLike, *, midi_hashes: I
                    target_rate_hz: float = DEFAULT_RATE_HZ) -> tuple[dict[str, _Seq], dict[str, _Seq]]:
     """CENS sequences of all audio tracks and of the requested MIDI files: (midi, audio) by hash.
 
-    A content stored at several versions uses the row of the track's current
-    features_version (else the newest part's row).
+    Each track is read from its current row (:func:`pipeline.train.rows.current_rows`, the
+    rule training uses too). MIDI features come from the notes (:func:`midi_features`), or
+    from the stored frame chroma when the midi_notes dataset is gone.
     """
     out = Path(out_dir).expanduser().resolve()
-    with Session(engine) as s:
-        current = {h: (k, v) for h, k, v in s.execute(select(Track.content_hash, Track.kind, Track.features_version))}
-    want_midi = set(midi_hashes) if midi_hashes is not None else None
-    notes = _load_notes(out, parts_of(engine, "midi_notes"), want_midi)
+    files = []
+    for rel in parts_of(engine, "frames"):
+        path = out / rel
+        if not path.exists():
+            raise ChromarayError(f"Parquet part {path} is listed in the database but missing; "
+                                 "re-run `chromaray fingerprint` with the same --out")
+        files.append(str(path))
+    rows = current_rows(engine, files, "frames", kinds=("audio", "midi"))
+    if midi_hashes is not None:
+        want = set(midi_hashes)
+        rows = {h: r for h, r in rows.items() if r.kind == "audio" or h in want}
+    notes = _load_notes(out, parts_of(engine, "midi_notes"), {h for h, r in rows.items() if r.kind == "midi"})
     midi: dict[str, _Seq] = {}
     audio: dict[str, _Seq] = {}
-    exact: set[str] = set()
-    for h, kind, version, rate, stored in _iter_frame_rows(out, parts_of(engine, "frames"), {"audio", "midi"}):
-        if h not in current or current[h][0] != kind:
-            continue  # row of a track no longer in the database
-        if kind == "midi" and want_midi is not None and h not in want_midi:
-            continue
-        is_exact = current[h][1] == version
-        if h in exact and not is_exact:
-            continue
-        chroma = stored
+    for h, kind, rate, stored in _read_chroma(out, rows):
         if kind == "midi" and h in notes:
-            # match on the chroma a recording of these notes would have (decaying notes)
-            chroma = midi_heard_chroma(notes[h], frame_rate_hz=rate, n_frames=stored.shape[1])
-        feat, frate = cens(chroma, frame_rate_hz=rate, target_rate_hz=target_rate_hz)
-        seq = _Seq(h, kind, feat, frate, profile(feat))
-        (midi if kind == "midi" else audio)[h] = seq
-        if is_exact:
-            exact.add(h)
+            feat, frate = midi_features(notes[h], frame_rate_hz=rate, n_frames=stored.shape[1],
+                                        target_rate_hz=target_rate_hz)
+        else:
+            feat, frate = cens(stored, frame_rate_hz=rate, target_rate_hz=target_rate_hz)
+        (midi if kind == "midi" else audio)[h] = _Seq(h, kind, feat, frate, profile(feat))
     return midi, audio
 
 
@@ -231,60 +276,162 @@ def _resample(feat: np.ndarray, rate: float, target: float) -> np.ndarray:
     return feat[:, idx]
 
 
-def match_one(m: _Seq, audio: dict[str, _Seq], config: MatchConfig,
-              ) -> tuple[list[tuple[str, Any]], int, float | None]:
-    """[(audio_hash, Alignment)] best first with score >= ``config.min_score`` (at most
-    ``config.top_k``), candidates aligned at full rate, best rejected score."""
+@dataclass
+class Candidate:
+    """One aligned (MIDI, recording) pair: the alignment at ``shift`` semitones (the MIDI
+    transposed up by it), its transposition gap (score minus the best score at the 11 other
+    shifts; None when not verified) and the verdict of MatchConfig's acceptance."""
+
+    audio_hash: str
+    alignment: Alignment
+    shift: int = 0
+    gap: float | None = None
+    accepted: bool = False
+
+    @property
+    def score(self) -> float:
+        return self.alignment.score
+
+
+def _shifted(feat: np.ndarray, k: int) -> np.ndarray:
+    """Unit-column chroma features transposed up by ``k`` semitones."""
+    return np.roll(feat, k, axis=0) if k % 12 else feat
+
+
+def _profile_shift(m: np.ndarray, a: np.ndarray) -> int:
+    """The transposition of the MIDI profile that best agrees with the recording's."""
+    return int(np.argmax([float(np.roll(m, k) @ a) for k in range(12)]))
+
+
+def verify(m: _Seq, a_feat: np.ndarray, al: Alignment, shift: int, *, transpose: bool
+           ) -> tuple[Alignment, int, float]:
+    """(alignment, shift, transposition gap) of a pair, from its alignments at all 12 shifts.
+
+    With ``transpose`` the best shift wins; else the given one is kept. The gap is its score
+    minus the best other shift's (negative: another key fits better)."""
+    alignments: dict[int, Alignment | None] = {shift: al}
+    for k in range(12):
+        if k not in alignments:
+            alignments[k] = align(_shifted(m.feat, k), a_feat, rate_hz=m.rate)
+    scores = {k: (v.score if v is not None else -1.0) for k, v in alignments.items()}
+    best = max(scores, key=lambda k: (scores[k], -k)) if transpose else shift
+    other = max(v for k, v in scores.items() if k != best)
+    chosen = alignments[best]
+    assert chosen is not None
+    return chosen, best, float(scores[best] - other)
+
+
+def match_one(m: _Seq, audio: dict[str, _Seq], config: MatchConfig) -> tuple[list[Candidate], int]:
+    """Candidates of one MIDI file best first (the accepted ones among them, at most
+    ``config.top_k`` of those), and the number of recordings aligned at full rate."""
     if not audio:
-        return [], 0, None
+        return [], 0
     hashes = list(audio)
     profs = np.stack([audio[h].prof for h in hashes])
-    # Pruning 1: cosine of pitch-class profiles. The same piece shares its key and harmony,
-    # so its rendering ranks near the top (rank <= 3 of 60 on generated data); only the
-    # best `max_candidates` go through DTW (the costly step).
-    order = [hashes[i] for i in np.argsort(-(profs @ m.prof), kind="stable")[:config.max_candidates]]
+    shifts = dict.fromkeys(hashes, 0)
+    if config.transpose:
+        rolled = np.stack([np.roll(m.prof, k) for k in range(12)])  # (12, 12)
+        sims_all = profs @ rolled.T  # (n, 12)
+        best_k = sims_all.argmax(axis=1)
+        sims = sims_all[np.arange(len(hashes)), best_k]
+        shifts = {h: int(k) for h, k in zip(hashes, best_k)}
+    else:
+        sims = profs @ m.prof
+    # Retrieval: cosine of pitch-class profiles (12 values per recording). The same piece
+    # shares its key and harmony, so its recording ranks near the top; only the best
+    # `max_candidates` go through DTW (the costly step).
+    order = [hashes[i] for i in np.argsort(-sims, kind="stable")[:config.max_candidates]]
     feats = {h: _resample(audio[h].feat, audio[h].rate, m.rate) for h in order}
     # Pruning 2: long pairs (more DTW cells than coarse_min_cells at ~5 Hz, i.e. both over
     # ~100 s) are ranked by a DTW at ~1 Hz first; only the fine_candidates best go through the
-    # ~5 Hz DTW. DTW cost grows with the product of lengths: a 5 min x 5 min pair costs ~0.4 s
-    # at 5 Hz, ~20 ms at 1 Hz.
+    # ~5 Hz DTW (cost grows with the product of lengths).
     long = [h for h in order if m.feat.shape[1] * feats[h].shape[1] > config.coarse_min_cells]
     if len(long) > config.fine_candidates:
         factor = config.coarse_factor
-        mc = coarsen(m.feat, factor)
         coarse = {}
         for h in long:
-            al = align(mc, coarsen(feats[h], factor), rate_hz=m.rate / factor)
+            al = align(coarsen(_shifted(m.feat, shifts[h]), factor), coarsen(feats[h], factor),
+                       rate_hz=m.rate / factor)
             coarse[h] = al.score if al is not None else -np.inf
         keep = set(sorted(long, key=lambda h: -coarse[h])[:config.fine_candidates])
         order = [h for h in order if h not in coarse or h in keep]
-    found = []
-    best_rejected = None
+    cands = []
     for h in order:
-        al = align(m.feat, feats[h], rate_hz=m.rate)
-        if al is None:
-            continue
-        if al.score >= config.min_score:
-            found.append((h, al))
-        elif best_rejected is None or al.score > best_rejected:
-            best_rejected = al.score
-    found.sort(key=lambda x: (-x[1].score, x[0]))
-    return found[:config.top_k], len(order), best_rejected
+        al = align(_shifted(m.feat, shifts[h]), feats[h], rate_hz=m.rate)
+        if al is not None:
+            cands.append(Candidate(h, al, shifts[h]))
+    cands.sort(key=lambda c: (-c.score, c.audio_hash))
+    # Calibration: the best few are aligned at the 11 other transpositions (see MatchConfig).
+    for c in cands[:config.verify_candidates]:
+        c.alignment, c.shift, c.gap = verify(m, feats[c.audio_hash], c.alignment, c.shift,
+                                             transpose=config.transpose)
+        c.accepted = c.score >= config.min_score and c.gap >= config.min_gap
+    cands.sort(key=lambda c: (-c.score, c.audio_hash))
+    return cands, len(order)
 
 
-def match_midi(engine: Engine, out_dir: str | os.PathLike, *, config: MatchConfig | None = None,
+#: Parquet dataset of the alignment paths of accepted matches (one row per pair).
+ALIGNMENTS_DATASET = "midi_alignments"
+
+
+def _match_shard(ms: list[_Seq], audio: dict[str, _Seq], config: MatchConfig
+                 ) -> list[tuple[str, list[Candidate], int, float]]:
+    """(midi hash, candidates, aligned count, seconds) of each MIDI sequence (a Ray task body)."""
+    out = []
+    for m in ms:
+        t0 = time.perf_counter()
+        cands, n = match_one(m, audio, config)
+        # only the verified candidates travel back: the rest carry no verdict
+        out.append((m.content_hash, cands[:max(config.verify_candidates, config.top_k)], n,
+                    time.perf_counter() - t0))
+    return out
+
+
+def _n_workers(config: MatchConfig, n_midi: int) -> int:
+    if config.workers >= 0:
+        return config.workers
+    if n_midi < config.ray_min_midi:
+        return 0
+    return max(1, min(os.cpu_count() or 1, -(-n_midi // 16)))
+
+
+def _match_all(midi: dict[str, _Seq], audio: dict[str, _Seq], config: MatchConfig
+               ) -> list[tuple[str, list[Candidate], int, float]]:
+    """Every MIDI file against the library: in this process, or sharded over Ray tasks (one
+    CPU each; the library's features go to the object store once and are shared)."""
+    ms = list(midi.values())
+    workers = _n_workers(config, len(ms))
+    if workers == 0 or not ms:
+        return _match_shard(ms, audio, config)
+    import ray
+
+    from pipeline.runtime import init_ray
+
+    init_ray()
+    task = ray.remote(num_cpus=1)(_match_shard)
+    lib_ref = ray.put(audio)
+    n_shards = min(len(ms), workers * 4)  # a few shards per worker balance long and short files
+    shards = [ms[i::n_shards] for i in range(n_shards)]
+    refs = [task.remote(shard, lib_ref, config) for shard in shards]
+    return [row for part in ray.get(refs) for row in part]
+
+
+def match_midi(engine: Engine, out_dir: str | os.PathLike | None = None, *, config: MatchConfig | None = None,
                midi_hashes: Iterable[str] | None = None, top_k: int | None = None, min_score: float | None = None,
                max_candidates: int | None = None, fine_candidates: int | None = None,
                coarse_min_cells: int | None = None, store: bool = True) -> list[MidiMatchResult]:
     """Rank the audio recordings playing the same piece as each MIDI file.
 
+    ``out_dir``: the Parquet folder; default the one the database names
+    (:func:`pipeline.store.results_dir`, the --out of the latest fingerprint run).
     ``config``: thresholds and budgets (default ``MatchConfig()``); ``top_k``, ``min_score``,
     ``max_candidates``, ``fine_candidates`` and ``coarse_min_cells`` override its fields (checked
     like the config: a bad value raises one ChromarayError).
     midi_hashes: restrict to these MIDI contents (default: every MIDI file in the library).
-    Stores the matches in table midi_matches (replacing earlier rows of these MIDI files)
-    unless ``store`` is False. Results are sorted by the MIDI file's first path.
-    n_candidates of a result counts the pairs aligned at full rate.
+    Unless ``store`` is False, stores the accepted matches in table midi_matches (replacing
+    earlier rows of these MIDI files) and their alignment paths as a new part of the Parquet
+    dataset ``midi_alignments`` (:func:`read_alignments`). Results are sorted by the MIDI
+    file's first path. n_candidates of a result counts the pairs aligned at full rate.
     """
     given = {"top_k": top_k, "min_score": min_score, "max_candidates": max_candidates,
              "fine_candidates": fine_candidates, "coarse_min_cells": coarse_min_cells}
@@ -292,10 +439,9 @@ def match_midi(engine: Engine, out_dir: str | os.PathLike, *, config: MatchConfi
     cfg = config or MatchConfig()
     if overrides:
         cfg = cfg.replace(**overrides)
-    if not Path(out_dir).expanduser().is_dir():
-        raise ChromarayError(f"output folder {out_dir} does not exist (give the --out of `chromaray fingerprint`)")
+    out = resolve_out(engine, out_dir)
     wanted = list(dict.fromkeys(midi_hashes)) if midi_hashes is not None else None
-    midi, audio = load_sequences(engine, out_dir, midi_hashes=wanted)
+    midi, audio = load_sequences(engine, out, midi_hashes=wanted)
     if wanted is not None:
         missing = [h for h in wanted if h not in midi]
         if missing:
@@ -303,32 +449,96 @@ def match_midi(engine: Engine, out_dir: str | os.PathLike, *, config: MatchConfi
                                  f"(e.g. {missing[0][:12]}…); run `chromaray fingerprint` on them first")
     paths = _paths_by_hash(engine, list(midi) + list(audio))
     results: list[MidiMatchResult] = []
-    for h, m in midi.items():
-        t0 = time.perf_counter()
-        found, n_cand, best_rej = match_one(m, audio, cfg)
-        matches = [AudioMatch(ah, (paths.get(ah) or [""])[0], al.score, al.similarity, al.tempo_ratio,
-                              al.audio_start_s, al.audio_end_s) for ah, al in found]
-        results.append(MidiMatchResult(h, paths.get(h, []), matches, n_cand, best_rej,
-                                       time.perf_counter() - t0, found))
+    for h, cands, n_cand, seconds in _match_all(midi, audio, cfg):
+        acc = [c for c in cands if c.accepted][:cfg.top_k]
+        rejected = [c.score for c in cands if not c.accepted]
+        matches = [AudioMatch(c.audio_hash, (paths.get(c.audio_hash) or [""])[0], c.score, c.alignment.similarity,
+                              c.alignment.tempo_ratio, c.alignment.audio_start_s, c.alignment.audio_end_s,
+                              c.shift, c.gap if c.gap is not None else 0.0) for c in acc]
+        results.append(MidiMatchResult(h, paths.get(h, []), matches, n_cand, max(rejected) if rejected else None,
+                                       seconds, cands))
     if store:
-        _store(engine, results)
+        _store(engine, out, results, cfg.top_k)
     results.sort(key=lambda r: ((r.midi_paths or ["\uffff"])[0], r.midi_hash))
     return results
 
 
-def _store(engine: Engine, results: list[MidiMatchResult]) -> None:
+def resolve_out(engine: Engine, out_dir: str | os.PathLike | None) -> Path:
+    """The Parquet folder: ``out_dir`` when given (an override), else the database's own."""
+    if out_dir is None:
+        found = results_dir(engine)
+        if found is None:
+            raise ChromarayError("the database names no output folder (no fingerprint run); give --out")
+        out_dir = found
+    p = Path(out_dir).expanduser()
+    if not p.is_dir():
+        raise ChromarayError(f"output folder {p} does not exist (give the --out of `chromaray fingerprint`)")
+    return p.resolve()
+
+
+def alignments_table(rows: list[tuple[str, Candidate, int]]) -> pa.Table:
+    """The midi_alignments dataset for (midi_hash, accepted candidate, rank) rows: the pair,
+    its score, gap and shift, and the alignment path as ``midi_time_s`` -> ``audio_time_s``
+    (float32 lists of one length, MIDI time strictly increasing; see Alignment.time_map)."""
+    maps = [c.alignment.time_map() for _, c, _ in rows]
+    return pa.table({
+        "midi_hash": [h for h, _, _ in rows],
+        "audio_hash": [c.audio_hash for _, c, _ in rows],
+        "rank": pa.array([r for _, _, r in rows], pa.int32()),
+        "score": pa.array([c.score for _, c, _ in rows], pa.float32()),
+        "gap": pa.array([c.gap if c.gap is not None else float("nan") for _, c, _ in rows], pa.float32()),
+        "shift": pa.array([c.shift for _, c, _ in rows], pa.int8()),
+        "tempo_ratio": pa.array([c.alignment.tempo_ratio for _, c, _ in rows], pa.float32()),
+        "matcher_version": [MATCH_VERSION] * len(rows),
+        "midi_time_s": list_of_vectors([m for m, _ in maps], pa.float32()),
+        "audio_time_s": list_of_vectors([a for _, a in maps], pa.float32()),
+    })
+
+
+def _store(engine: Engine, out: Path, results: list[MidiMatchResult], top_k: int) -> None:
     now = utcnow()
+    rows = [(r.midi_hash, c, rank) for r in results for rank, c in enumerate(r.accepted[:top_k], start=1)]
+    part = None
+    if rows:
+        # The part is renamed into place first and listed in the same transaction as the match
+        # rows; a crash in between leaves an unlisted file that is never read.
+        name = f"part-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        part = write_part(out, ALIGNMENTS_DATASET, name, alignments_table(rows))
     with Session(engine) as s, s.begin():
         hashes = [r.midi_hash for r in results]
         for i in range(0, len(hashes), 500):
             s.execute(delete(MidiMatchRow).where(MidiMatchRow.midi_hash.in_(hashes[i:i + 500])))
-        for r in results:
-            for rank, (ah, al) in enumerate(r.alignments, start=1):
-                s.add(MidiMatchRow(midi_hash=r.midi_hash, audio_hash=ah, rank=rank, score=al.score,
-                                   similarity=al.similarity, chance=al.chance, tempo_ratio=al.tempo_ratio,
-                                   audio_start_s=al.audio_start_s, audio_end_s=al.audio_end_s,
-                                   midi_start_s=al.midi_start_s, midi_end_s=al.midi_end_s,
-                                   matcher_version=MATCH_VERSION, created_at=now))
+        for h, c, rank in rows:
+            al = c.alignment
+            s.add(MidiMatchRow(midi_hash=h, audio_hash=c.audio_hash, rank=rank, score=al.score,
+                               similarity=al.similarity, chance=al.chance, tempo_ratio=al.tempo_ratio,
+                               audio_start_s=al.audio_start_s, audio_end_s=al.audio_end_s,
+                               midi_start_s=al.midi_start_s, midi_end_s=al.midi_end_s,
+                               matcher_version=MATCH_VERSION, created_at=now))
+        if part is not None:
+            s.add(ParquetPart(name=part, dataset=ALIGNMENTS_DATASET, run_id=f"match-midi-{now:%Y%m%d%H%M%S}",
+                              n_rows=len(rows), created_at=now))
+
+
+def read_alignments(engine: Engine, out_dir: str | os.PathLike | None = None) -> pa.Table:
+    """The current rows of the midi_alignments dataset: per MIDI file, those of the newest part
+    that matched it (a re-run supersedes older parts), i.e. the pairs now in midi_matches."""
+    out = resolve_out(engine, out_dir)
+    with Session(engine) as s:
+        current = {(m, a) for m, a in s.execute(select(MidiMatchRow.midi_hash, MidiMatchRow.audio_hash))}
+    tables = []
+    seen: set[str] = set()
+    for rel in reversed(parts_of(engine, ALIGNMENTS_DATASET)):  # newest first
+        t = pq.read_table(out / rel)
+        hashes = t.column("midi_hash").to_pylist()
+        keep = [i for i, (m, a) in enumerate(zip(hashes, t.column("audio_hash").to_pylist()))
+                if m not in seen and (m, a) in current]
+        seen.update(hashes)
+        if keep:
+            tables.append(t.take(keep))
+    if not tables:
+        return alignments_table([])
+    return pa.concat_tables(tables)
 
 
 def stored_matches(engine: Engine, midi_hash: str) -> list[MidiMatchRow]:

@@ -23,14 +23,14 @@ import numpy as np
 
 from actors.errors import InputFileError
 
-__all__ = ["MAX_DURATION_S", "MIDI_ANALYSIS_VERSION", "PITCH_CLASSES", "TOKENIZER_NAME", "MidiAnalysis",
-           "analyze_midi", "default_tokenizer", "estimate_key", "make_tokenizer", "midi_chroma_frames",
-           "midi_features_version", "midi_heard_chroma", "midi_onset_frames", "n_frames_for", "parse_score",
-           "piano_roll", "tokenize", "vocab_json"]
+__all__ = ["MAX_DURATION_S", "MIDI_ANALYSIS_VERSION", "MIN_US_PER_QUARTER", "PITCH_CLASSES", "TOKENIZER_NAME",
+           "MidiAnalysis", "analyze_midi", "default_tokenizer", "estimate_key", "harmonic_template", "make_tokenizer",
+           "midi_chroma_frames", "midi_features_version", "midi_heard_chroma", "midi_onset_frames", "n_frames_for",
+           "parse_score", "piano_roll", "tokenize", "vocab_json"]
 
 
 #: Bump when anything that changes stored MIDI rows changes (chroma, onset, notes, stats).
-MIDI_ANALYSIS_VERSION = "m1"
+MIDI_ANALYSIS_VERSION = "m2"  # m2: a tempo of 0 or absurdly fast is an error row (was a 0 s track)
 #: Name stored with every token row; bump the suffix when the tokenizer config changes.
 TOKENIZER_NAME = "REMI-v1"
 #: Files longer than this are refused: a corrupt tempo map can make a few bytes last days.
@@ -219,8 +219,22 @@ def midi_chroma_frames(notes: dict[str, np.ndarray], *, frame_rate_hz: float, n_
     return out.astype(np.float32)
 
 
+def harmonic_template(n_partials: int, rolloff: float) -> np.ndarray:
+    """(12,) energy a note adds to each pitch class, relative to its own (index 0), through its
+    first ``n_partials`` harmonics: partial k (k = 1 the fundamental) lies 12*log2(k) semitones
+    up (octaves fold onto 0, the 3rd and 6th harmonic on the fifth, the 5th on the major third,
+    the 7th a flat seventh) with amplitude ``rolloff ** (k - 1)``, i.e. energy ``rolloff ** (2k - 2)``."""
+    if n_partials < 1 or not 0.0 <= rolloff <= 1.0:
+        raise ValueError(f"need n_partials >= 1 and rolloff in [0, 1], got {n_partials!r}, {rolloff!r}")
+    t = np.zeros(12, np.float64)
+    for k in range(1, n_partials + 1):
+        t[round(12 * np.log2(k)) % 12] += rolloff ** (2 * (k - 1))
+    return t
+
+
 def midi_heard_chroma(notes: dict[str, np.ndarray], *, frame_rate_hz: float, n_frames: int,
-                      decay_s: float = 2.0, floor: float = 0.1) -> np.ndarray:
+                      decay_s: float = 2.0, floor: float = 0.1, n_partials: int = 1, rolloff: float = 0.6,
+                      release_s: float = 0.0) -> np.ndarray:
     """(12, n_frames) float32 chroma of the non-drum notes *as a recording sounds*: each note's
     energy (velocity/127)^2 decays as ``floor + (1 - floor) * exp(-t / (decay_s / 2))`` after
     its onset (amplitude time constant ``decay_s``), then each frame is max-normalised.
@@ -229,6 +243,14 @@ def midi_heard_chroma(notes: dict[str, np.ndarray], *, frame_rate_hz: float, n_f
     a recording a chord held for 6 s is drowned by the melody played over it, while the
     plain :func:`midi_chroma_frames` keeps it at full weight. On renderings of long real
     pieces this raised the alignment score of the true recording from ~0.2 to ~0.55.
+
+    What a real instrument adds (both off by default, which gives the plain decaying chroma):
+    ``n_partials`` > 1 spreads each note's energy over the pitch classes of its harmonics
+    (:func:`harmonic_template`, amplitude ``rolloff ** (k - 1)``), as the audio chroma sees
+    them; ``release_s`` > 0 keeps a note sounding after its note-off, its energy falling
+    from the value it had with amplitude time constant ``release_s`` (the instrument's
+    release and the room's reverb), for as long as it stays above 1e-3 of it.
+    GM drums (channel 10) are excluded: they carry no pitch class.
     """
     keep = ~notes["is_drum"]
     out = np.zeros((12, max(n_frames, 0)), np.float64)
@@ -237,10 +259,23 @@ def midi_heard_chroma(notes: dict[str, np.ndarray], *, frame_rate_hz: float, n_f
     sub = {k: v[keep] for k, v in notes.items()}
     a, b = _frame_span(sub, frame_rate_hz, n_frames)
     w = (sub["velocity"].astype(np.float64) / 127.0) ** 2
+    tail = np.zeros(0)
+    if release_s > 0:
+        # energy time constant release_s / 2; stop at 1e-3 (-30 dB)
+        n_tail = int(np.ceil(release_s / 2 * np.log(1e3) * frame_rate_hz))
+        tail = np.exp(-2.0 * np.arange(1, n_tail + 1) / (release_s * frame_rate_hz))
     longest = int((b - a).max())
     env = floor + (1.0 - floor) * np.exp(-2.0 * np.arange(longest) / (decay_s * frame_rate_hz))
     for pc, s, e, wi in zip((sub["pitch"].astype(np.int64) % 12).tolist(), a.tolist(), b.tolist(), w.tolist()):
         out[pc, s:e] += wi * env[: e - s]
+        if len(tail) and e > s:
+            t1 = min(n_frames, e + len(tail))
+            out[pc, e:t1] += wi * env[e - s - 1] * tail[: t1 - e]
+    if n_partials > 1:
+        t = harmonic_template(n_partials, rolloff)
+        # pitch class p sends t[j] of its energy to (p + j) % 12: a circulant matrix
+        fold = np.stack([np.roll(t, p) for p in range(12)], axis=1)
+        out = fold @ out
     peak = out.max(axis=0, keepdims=True)
     return np.divide(out, peak, out=np.zeros_like(out), where=peak > 1e-12).astype(np.float32)
 
@@ -427,11 +462,27 @@ def vocab_json(tokenizer: Any = None) -> str:
 # ----------------------------------------------------------------------------- entry point
 
 
+#: Fastest tempo accepted: a quarter note of 10 ms (6000 bpm) is no music a file means to play;
+#: a tempo event of 0 (or a few) microseconds per quarter note collapses every note to time 0.
+MIN_US_PER_QUARTER = 10_000
+
+
+def _check_tempos(score_tick: Any) -> None:
+    """InputFileError for a tempo event that makes the file's timing meaningless (tick-time Score)."""
+    for t in score_tick.tempos:
+        mspq = int(t.mspq)
+        if mspq < MIN_US_PER_QUARTER:
+            what = "0 microseconds" if mspq <= 0 else f"{mspq} microseconds ({60e6 / mspq:.0f} bpm)"
+            raise InputFileError(STAGE, f"invalid tempo: a set_tempo event of {what} per quarter note at tick "
+                                        f"{int(t.time)} (the notes would last no time)")
+
+
 def analyze_midi(data: bytes, *, frame_rate_hz: float, tokenizer: Any = None) -> MidiAnalysis:
     """Parse MIDI ``data`` and derive everything stored for it.
 
     Raises InputFileError(stage='midi') for empty, non-MIDI, corrupt, type 2 or note-less
-    files, or files whose tempo map makes them absurdly long.
+    files, files with a tempo of 0 or absurdly fast (under MIN_US_PER_QUARTER per quarter
+    note), or files whose tempo map makes them absurdly long.
     """
     if not frame_rate_hz or frame_rate_hz <= 0:
         raise ValueError("frame_rate_hz must be > 0")
@@ -439,6 +490,7 @@ def analyze_midi(data: bytes, *, frame_rate_hz: float, tokenizer: Any = None) ->
     fmt, _, _ = _header(_midi_bytes(bytes(data)))
     if score.note_num() == 0:
         raise InputFileError(STAGE, "MIDI file contains no notes")
+    _check_tempos(score)
     score_s = score.to("second")
     notes = _notes_of(score_s)
     if not (np.isfinite(notes["start"]).all() and np.isfinite(notes["end"]).all()):

@@ -40,12 +40,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -54,8 +51,19 @@ from sqlalchemy.orm import Session
 from actors.errors import ChromarayError
 from actors.train.config import FaultInjection, LoopConfig, LoraConfig, MetricsSink, default_warmup
 from actors.train.models import N_FRAME_FEATURES, ModelSpec, load_model, save_model
-from pipeline.store import Run, Track, TrainMetric, finish_run, new_run, open_db, parts_of, record_metrics, utcnow
+from pipeline.store import (
+    Run,
+    TrainMetric,
+    finish_run,
+    new_run,
+    open_db,
+    parts_of,
+    record_metrics,
+    results_dir,
+    utcnow,
+)
 from pipeline.train.profiles import Profile, check_cluster_fits, resolve_workers
+from pipeline.train.rows import TrackRow, current_rows
 
 __all__ = ["ARCHS", "BASELINE_MAX_WINDOWS", "DATASET_OF", "PreparedData", "SQLiteMetricsSink", "TrackRow",
            "TrainOutcome", "TrainRequest", "Windower", "check_request", "current_rows", "eval_hashes",
@@ -74,8 +82,8 @@ BASELINE_MAX_WINDOWS = 20_000
 class TrainRequest:
     """One ``chromaray train`` invocation. ``arch='lora'`` needs ``base``.
 
-    ``out`` is the Parquet directory (default: the database's directory, see
-    :attr:`out_dir`); ``storage`` the Ray Train storage path (default:
+    ``out`` overrides the Parquet directory (default: the one the database names, see
+    :meth:`out_dir`); ``storage`` the Ray Train storage path (default:
     ``<db dir>/train_runs``, see :attr:`storage_dir`). ``fault`` is a testing
     hook for the loop (one worker exits once at a step).
     """
@@ -100,9 +108,15 @@ class TrainRequest:
         if self.base is not None:
             object.__setattr__(self, "base", _absolute(self.base))
 
-    @property
-    def out_dir(self) -> Path:
-        return _absolute(self.out) if self.out else self.db.parent
+    def out_dir(self, engine: Engine) -> Path:
+        """The Parquet folder: ``out`` when given (an override), else the one the database
+        names (:func:`pipeline.store.results_dir`, the --out of its latest fingerprint run)."""
+        if self.out:
+            return _absolute(self.out)
+        found = results_dir(engine)
+        if found is None:
+            raise ChromarayError(f"{self.db} names no Parquet folder (no `chromaray fingerprint` run); give --out")
+        return _absolute(found)
 
     @property
     def storage_dir(self) -> Path:
@@ -181,59 +195,6 @@ def eval_hashes(hashes: list[str], fraction: float) -> set[str]:
     if len(held) == len(uniq):
         held = held[:-1]
     return set(held)
-
-
-class TrackRow(NamedTuple):
-    """Where the one row a track is trained on lives, and what the driver read of it."""
-
-    path: str  # the Parquet part (as passed to ``read_parquet``)
-    version: str  # the track's current features_version
-    frame_rate_hz: float | None  # frames: the row's analysis frame rate
-    max_token: int  # tokens: the largest id in the row (-1 when empty)
-
-
-def current_rows(engine: Engine, files: list[str], dataset: str) -> dict[str, TrackRow]:
-    """For each track of table ``tracks`` (kind audio for frames, midi for tokens), its row at
-    the track's current ``features_version``, read from the small columns of ``files``
-    (oldest part first). A track analysed again keeps its older parts listed: the newest
-    part holding a current row wins, so every track counts once. Tokens rows carry no
-    version (the tokenizer is the MIDI version's): there the newest part's row is current."""
-    kind = "midi" if dataset == "tokens" else "audio"
-    with Session(engine) as s:
-        current = dict(s.execute(select(Track.content_hash, Track.features_version)
-                                 .where(Track.kind == kind)).tuples().all())
-    found: dict[str, TrackRow] = {}
-    for f in files:
-        versioned = "features_version" in pq.read_schema(f).names
-        cols = ["content_hash"] + (["features_version"] if versioned else [])
-        cols += ["kind", "frame_rate_hz"] if dataset == "frames" else ["tokens"]
-        t = pq.read_table(f, columns=cols)
-        hashes = t.column("content_hash").to_pylist()
-        versions = t.column("features_version").to_pylist() if versioned else [None] * len(hashes)
-        if dataset == "frames":
-            kinds = t.column("kind").to_pylist()
-            rates = t.column("frame_rate_hz").to_pylist()
-            maxes = [-1] * len(hashes)
-        else:
-            kinds, rates, maxes = [kind] * len(hashes), [None] * len(hashes), _row_max(t.column("tokens"))
-        for h, v, k, rate, m in zip(hashes, versions, kinds, rates, maxes):
-            if h in current and k == kind and (v is None or v == current[h]):
-                found[h] = TrackRow(f, current[h], None if rate is None else float(rate), m)
-    return found
-
-
-def _row_max(column: pa.ChunkedArray) -> list[int]:
-    """Largest value of each list row (-1 for an empty or null row)."""
-    lists = column.combine_chunks()
-    lengths = np.asarray(pc.fill_null(pc.list_value_length(lists), 0), dtype=np.int64)
-    values = np.asarray(lists.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
-    out = np.full(len(lengths), -1, np.int64)
-    filled = lengths > 0
-    if filled.any():
-        starts = np.cumsum(lengths) - lengths
-        # Empty rows between two filled ones add no values, so each segment is one row's.
-        out[filled] = np.maximum.reduceat(values, starts[filled])
-    return out.tolist()
 
 
 def _one_frame_rate(rows: Mapping[str, TrackRow]) -> float:
@@ -534,12 +495,13 @@ def run_training(req: TrainRequest) -> TrainOutcome:
 
     prof = req.profile
     max_steps = req.steps
-    out_dir, storage = req.out_dir, req.storage_dir
+    storage = req.storage_dir
     base = req.base_checkpoint()
     resources = ray.cluster_resources()
     workers = resolve_workers(prof, resources)
     check_cluster_fits(prof, resources, workers)
     engine = open_db(req.db, must_exist=True)
+    out_dir = req.out_dir(engine)
 
     t0 = time.perf_counter()
     prep = prepare_data(engine, out_dir, req.data, seq_len=prof.seq_len, eval_fraction=prof.eval_fraction)

@@ -291,15 +291,14 @@ def test_uses_notes_and_falls_back_to_frames_chroma(library, tmp_path):
 
     from sqlalchemy import delete
 
-    from actors.midi.analysis import midi_heard_chroma
-    from pipeline.midi_match import load_sequences
+    from pipeline.midi_match import load_sequences, midi_features
 
     name = "piece04"
     h = _hash(library["midis"][name])
     midi, audio = load_sequences(library["engine"], library["out"], midi_hashes=[h])
     assert list(midi) == [h] and len(audio) == N_RENDERED
     a = analyze_midi(library["midis"][name], frame_rate_hz=FR)
-    want, _ = cens(midi_heard_chroma(a.notes, frame_rate_hz=FR, n_frames=a.n_frames), frame_rate_hz=FR)
+    want, _ = midi_features(a.notes, frame_rate_hz=FR, n_frames=a.n_frames)
     np.testing.assert_allclose(midi[h].feat, want, atol=1e-5)
     # a database whose midi_notes parts are gone: plain frames chroma, still the right match
     db = tmp_path / "copy.sqlite"
@@ -337,10 +336,10 @@ def test_config_section_and_options_override_it(library, tmp_path, capsys):
 def test_api_config_and_keyword_overrides(library):
     engine, out = library["engine"], library["out"]
     h = _hash(library["midis"]["piece05"])
-    strict = MatchConfig(min_score=0.99)
+    strict = MatchConfig(min_score=0.99, min_gap=-2.0)
     (r,) = match_midi(engine, out, config=strict, midi_hashes=[h], store=False)
     assert r.matches == [] and r.best_rejected is not None and r.best_rejected < 0.99
-    # Keyword overrides win over the config; a low threshold lets the runner-up in (unrelated <= 0.42).
+    # Keyword overrides win over the config; a low threshold (and no gap) lets the runner-up in.
     (r,) = match_midi(engine, out, config=strict, midi_hashes=[h], min_score=0.01, top_k=2, store=False)
     assert len(r.matches) == 2 and Path(r.matches[0].path).stem == "piece05_rec"
     with pytest.raises(ChromarayError, match="top_k must be > 0"):
@@ -366,7 +365,7 @@ def test_stored_matches_reads_a_readonly_database(library, tmp_path):
     """A reader never does DDL: rows through a read-only engine, none (no error) without the table."""
     engine = library["engine"]
     h = _hash(library["midis"]["piece02"])
-    match_midi(engine, library["out"], midi_hashes=[h], top_k=2, min_score=0.01)
+    match_midi(engine, library["out"], config=MatchConfig(min_gap=-2.0), midi_hashes=[h], top_k=2, min_score=0.01)
     ro = open_db(library["root"] / "db.sqlite", readonly=True)
     assert [r.audio_hash for r in stored_matches(ro, h)] == [r.audio_hash for r in stored_matches(engine, h)]
     assert len(stored_matches(ro, h)) == 2

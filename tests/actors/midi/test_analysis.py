@@ -294,3 +294,37 @@ def test_real_midi_chroma_is_never_negative(shared_midi):
     for path in shared_midi[:12]:
         a = analyze_midi(path.read_bytes(), frame_rate_hz=22050 / 512)
         assert a.chroma.min() >= 0.0 and a.chroma.max() <= 1.0, path.name
+
+
+def _one_tempo_midi(us_per_quarter: int) -> bytes:
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=us_per_quarter, time=0))
+    for pitch in (60, 64, 67):
+        tr.append(mido.Message("note_on", note=pitch, velocity=80, time=0))
+        tr.append(mido.Message("note_off", note=pitch, velocity=0, time=480))
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("us,fragment", [(0, "0 microseconds per quarter note at tick 0"),
+                                         (5, "5 microseconds (12000000 bpm) per quarter note")])
+def test_zero_or_absurd_tempo_is_an_error_not_duration_zero(us, fragment, tmp_path):
+    """#14 item 11: a tempo of 0 used to give a 0 s track with every note at time 0."""
+    from actors.stages import analyze_midi_file
+
+    data = _one_tempo_midi(us)
+    with pytest.raises(InputFileError) as ei:
+        analyze_midi(data, frame_rate_hz=FR)
+    assert ei.value.stage == "midi" and "invalid tempo" in ei.value.reason and fragment in ei.value.reason
+    # in the pipeline the file becomes an error row with that reason
+    p = tmp_path / "zero-tempo.mid"
+    p.write_bytes(data)
+    row = analyze_midi_file({"content_hash": "h", "path": str(p), "kind": "midi", "size_bytes": len(data)}, DSPConfig())
+    assert isinstance(row, dict) and row["stage"] == "midi" and fragment in row["reason"]
+    # a sane tempo gives its true duration: 3 quarter notes at 120 bpm
+    assert analyze_midi(_one_tempo_midi(500_000), frame_rate_hz=FR).duration_s == pytest.approx(1.5)

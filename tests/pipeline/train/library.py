@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.ingest.sink import FrameRow
 from pipeline.ingest.sink import frames_table as sink_frames_table
-from pipeline.store import ParquetPart, Track, open_db
+from pipeline.store import ParquetPart, Track, finish_run, new_run, open_db
 from pipeline.synth.sequences import VOCAB, chord_frames, markov_tokens
 
 __all__ = ["FRAME_RATE_HZ", "VERSION", "add_parts", "frames_table", "make_library", "reanalyse", "tokens_table",
@@ -84,6 +84,8 @@ def make_library(root: Path, *, n_tracks: int = 12, n_steps: int = 700, seed: in
                      ("frames/part-1.parquet", "frames", fr.slice(h))])
     (root / "tokens" / "vocab.json").write_text(json.dumps({f"tok{i}": i for i in range(VOCAB)}))
     engine = open_db(root / "lib.db")
+    # the fingerprint run a real library comes from: readers find the Parquet folder through it
+    finish_run(engine, new_run(engine, "fingerprint", config={"out": str(root)}), "done")
     with Session(engine) as s, s.begin():
         for kind, hashes in (("midi", midi), ("audio", audio)):
             s.add_all(Track(content_hash=c, kind=kind, format="MIDI" if kind == "midi" else "OGG", size_bytes=1,

@@ -81,7 +81,24 @@ def test_request_checks_come_before_any_profile_or_ray(tmp_path):
             TrainRequest(**{"arch": "mamba", "data": "midi", "db": tmp_path / "x.db", "name": "r", "profile": prof,
                             **kw})
     req = TrainRequest(arch="mamba", data="midi", db=tmp_path / "x.db", name="r", profile=prof)
-    assert (req.out_dir, req.storage_dir, req.steps) == (tmp_path, tmp_path / "train_runs", prof.max_steps)
+    assert (req.storage_dir, req.steps) == (tmp_path / "train_runs", prof.max_steps)
+
+
+def test_parquet_folder_comes_from_the_database(tmp_path):
+    """`train` reads the Parquet folder the database records (its latest fingerprint run's --out);
+    --out overrides it; a database without a fingerprint run is one clear error."""
+    from pipeline.store import new_run, open_db
+
+    prof = load_profile("laptop")
+    engine = open_db(tmp_path / "x.db")
+    req = TrainRequest(arch="mamba", data="midi", db=tmp_path / "x.db", name="r", profile=prof)
+    with pytest.raises(ChromarayError, match="no `chromaray fingerprint` run"):
+        req.out_dir(engine)
+    new_run(engine, "fingerprint", config={"out": str(tmp_path / "elsewhere")})
+    assert req.out_dir(engine) == tmp_path / "elsewhere"
+    over = TrainRequest(arch="mamba", data="midi", db=tmp_path / "x.db", name="r", profile=prof, out=tmp_path / "o")
+    assert over.out_dir(engine) == tmp_path / "o"
+    engine.dispose()
 
 
 def test_base_may_be_a_run_directory(tmp_path):
