@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from actors.errors import ChromarayError
+from pipeline.text import shown
 
 __all__ = ["COMMANDS", "build_parser", "main", "run_as_module"]
 
@@ -22,6 +23,7 @@ COMMANDS = {
     "match-midi": "jobs.match_midi",
     "train": "jobs.train",
     "doctor": "jobs.doctor",
+    "runs": "jobs.runs",
     "dashboard": "jobs.dashboard",
 }
 
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(COMMANDS[args.command]).run(args) or 0)
     except ChromarayError as exc:
-        print(f"chromaray {args.command}: error: {exc}", file=sys.stderr)
+        print(f"chromaray {args.command}: error: {shown(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"chromaray {args.command}: interrupted", file=sys.stderr)

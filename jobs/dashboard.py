@@ -3,7 +3,9 @@
 Shows every run (fingerprint, train, ...): per stage files done/total, audio hours,
 throughput over time, ETA, batch sizes and device memory per actor, the error list,
 and training loss curves; links to Ray's dashboard when the run recorded one.
-Bound to 127.0.0.1 unless --host is given. The database is opened read-only; when
+Bound to 127.0.0.1 unless --host is given (with a warning on stderr when that reaches beyond
+this machine); requests are answered only when their Host header is a loopback name, the --host
+address or an --allow-host name, which defeats DNS rebinding. The database is opened read-only; when
 the file does not exist yet the page says so and waits for it to appear.
 """
 from __future__ import annotations
@@ -22,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="interface to listen on (default: %(default)s, this machine only; "
                              "0.0.0.0 exposes the page to the network)")
     parser.add_argument("--port", type=int, default=8280, help="TCP port (default: %(default)s)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests whose Host header is NAME (repeatable; '*': any). "
+                             "Only loopback names and the --host address are answered otherwise, "
+                             "so a web page re-pointed at this machine (DNS rebinding) cannot read it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ChromarayError(f"--port {args.port} is not a TCP port (1-65535)")
-    serve(args.db, host=args.host, port=args.port)
+    serve(args.db, host=args.host, port=args.port, allow_hosts=args.allow_host)
     return 0
 
 

@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.text import shown
     from pipeline.train.doctor import report
 
     info = report(args.profile, address=args.address)
@@ -26,11 +27,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     p = info["profile"]
     fp = info["fast_paths"]
-    gpus = ", ".join(info["cuda_names"]) or "none"
+    gpus = ", ".join(shown(n) for n in info["cuda_names"]) or "none"
     print(f"torch {info['torch']}, ray {info['ray']}, {info['cpus']} CPUs")
     print(f"CUDA devices: {info['cuda_devices']} ({gpus}); Apple MPS: {'yes' if info['mps'] else 'no'}")
-    print(f"profile: {p['name']} (chosen by {p['source']}): workers={p['workers']} cpus/worker={p['cpus_per_worker']} "
-          f"gpus/worker={p['gpus_per_worker']} device={p['device']} precision={p['precision']} "
+    print(f"profile: {shown(p['name'])} (chosen by {shown(p['source'])}): workers={p['workers']} "
+          f"cpus/worker={p['cpus_per_worker']} "
+          f"gpus/worker={p['gpus_per_worker']} device={shown(p['device'])} precision={shown(p['precision'])} "
           f"batch/worker={p['batch_size']} seq_len={p['seq_len']}")
     print(f"fast path CuPy DSP kernels: {'active' if fp['cupy_dsp'] else 'inactive (NumPy)'}")
     mk = ("active" if fp["mamba_backend"] == "mamba_ssm" else
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
           "inactive (pure-PyTorch mambapy)")
     print(f"fast path mamba_ssm kernels: {mk}")
     if "cluster_resources" in info:
-        print(f"Ray cluster: {info['cluster_resources']}; profile fits: {info['profile_fits_cluster']}")
+        print(f"Ray cluster: {info['cluster_resources']}; profile fits: {shown(info['profile_fits_cluster'])}")
     return 0
 
 

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from actors.errors import ChromarayError
     from pipeline.config import load_config
     from pipeline.runtime import prepare_environment, stop_on_signals
+    from pipeline.text import shown
 
     prepare_environment()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -71,21 +72,30 @@ def run(args: argparse.Namespace) -> int:
 
         demo = os.path.join(args.out, "demo-library")
         n = make_demo_library(demo)
-        print(f"no PATH given: processing the demo library {demo} ({n} files)")
+        print(f"no PATH given: processing the demo library {shown(demo)} ({n} files)")
         paths = [demo]
-    summary = run_fingerprint(paths, db=args.db, out=args.out, cfg=cfg, address=args.address, verbose=args.verbose,
-                              show_progress=not args.no_progress, retry_errors=args.retry_errors,
-                              num_cpus=args.num_cpus, name=args.name)
+    try:
+        summary = run_fingerprint(paths, db=args.db, out=args.out, cfg=cfg, address=args.address,
+                                  verbose=args.verbose, show_progress=not args.no_progress,
+                                  retry_errors=args.retry_errors, num_cpus=args.num_cpus, name=args.name)
+    except Exception as exc:
+        from pipeline.ingest.diskfull import disk_full_message
+
+        full = disk_full_message(exc, db=args.db, out=args.out)
+        if full is None:
+            raise
+        raise ChromarayError(shown(full)) from None
     for path, stage, reason in summary.error_rows[:20]:
-        print(f"  error [{stage}] {path}: {reason}", file=sys.stderr)
+        print(f"  error [{stage}] {shown(path)}: {shown(reason)}", file=sys.stderr)
     if len(summary.error_rows) > 20:
         print(f"  ... {len(summary.error_rows) - 20} more errors in the database (table errors)", file=sys.stderr)
     print(f"done: {summary.processed} processed, {summary.skipped} skipped (already known or copies), "
           f"{summary.errors} errors"
+          + (f" ({summary.skipped_paths} of them paths that are not readable files)" if summary.skipped_paths else "")
           + (f", {summary.known_errors} known errors not retried" if summary.known_errors else "")
           + (f", {summary.path_updates} paths updated" if summary.path_updates else "")
           + f" | {summary.audio_seconds / 3600:.3f} audio h in {summary.wall_s:.1f} s"
-          f" ({summary.audio_hours_per_min:.2f} audio h/min) | db {args.db}, parquet {args.out}")
+          f" ({summary.audio_hours_per_min:.2f} audio h/min) | db {shown(args.db)}, parquet {shown(args.out)}")
     if summary.processed == 0 and summary.skipped == 0 and summary.path_updates == 0 and summary.errors > 0:
         raise ChromarayError("no file could be processed (see the errors above)")
     return 0

@@ -12,11 +12,16 @@ that was already running in this process.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,15 +32,20 @@ import pyarrow as pa
 from actors.errors import ChromarayError
 from actors.stages import Resources, Stage
 
-__all__ = ["QUIET_ENV", "STOP_REQUESTED", "RayInfo", "apply_stage", "init_ray", "native_stderr_to",
-           "prepare_environment", "ray_session", "stop_on_signals"]
+__all__ = ["CONNECT_TIMEOUT_S", "QUIET_ENV", "STOP_REQUESTED", "RayInfo", "apply_stage", "check_reachable", "init_ray",
+           "native_stderr_to", "prepare_environment", "ray_session", "stop_on_signals"]
 
 QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "1",
              "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
+#: How long joining a cluster may take before it is reported unreachable. Ray's own retries take
+#: 20 s to minutes (GCS reconnects, NUM_REDIS_GET_RETRIES); a user waits for one line instead.
+CONNECT_TIMEOUT_S = 6.0
+
 #: Set when the job is asked to stop (Ctrl-C, or SIGTERM from `ray job stop`).
 STOP_REQUESTED = threading.Event()
+_EXITING = threading.Event()  # the interpreter is running its exit hooks
 
 
 def stop_on_signals() -> None:
@@ -45,12 +55,26 @@ def stop_on_signals() -> None:
     called again after it.
     """
     def stop(signum: int, frame: object) -> None:
+        if STOP_REQUESTED.is_set() or _EXITING.is_set():
+            # A second Ctrl-C (or one during Ray's shutdown at exit): leave now, in one line. What
+            # was committed is kept; an uncommitted transaction or Parquet part is rolled back or
+            # removed by the next run, exactly as after a kill.
+            try:
+                sys.stderr.write("chromaray: interrupted again: exiting now (committed results are kept; "
+                                 "run the same command to resume)\n")
+                sys.stderr.flush()
+            finally:
+                os._exit(130)
         STOP_REQUESTED.set()
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        # (Re-)registered last, after ray.init's own atexit shutdown, so it runs first: an interrupt
+        # during that shutdown exits at once instead of printing an atexit KeyboardInterrupt traceback.
+        atexit.unregister(_EXITING.set)
+        atexit.register(_EXITING.set)
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,62 @@ def prepare_environment() -> None:
         os.environ.setdefault(k, v)
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``host:port`` of a cluster address (``ray://``/``http://`` prefixes allowed); None when it names
+    no socket (``auto``, ``local``), which Ray resolves itself."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    rest = rest.split("/", 1)[0]
+    if rest in ("auto", "local") or ":" not in rest:
+        return None
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")  # IPv6 literal
+    if not host or not port.isdigit():
+        return None
+    return host, int(port)
+
+
+def check_reachable(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """One ChromarayError within ``timeout_s`` when nothing answers as a Ray cluster at ``address``.
+
+    Two steps, both bounded: a TCP connect (refused, no route, no DNS name: at once), then, for a
+    GCS address, one GCS handshake (its cluster id) in a child process, because a port that
+    accepts connections may still not be Ray (a proxy, another server) and Ray's own client
+    retries for minutes. A ``ray://`` (Ray Client) or ``http://`` address is only TCP-checked.
+    """
+    hp = _host_port(address)
+    if hp is None:
+        return
+    start = time.monotonic()
+    try:
+        with socket.create_connection(hp, timeout=min(3.0, timeout_s)):
+            pass
+    except socket.gaierror as exc:
+        raise ChromarayError(f"cannot reach the Ray cluster at {address}: unknown host {hp[0]} ({exc.strerror})") \
+            from None
+    except TimeoutError:
+        raise ChromarayError(f"cannot reach the Ray cluster at {address}: no answer within "
+                             f"{min(3.0, timeout_s):g} s") from None
+    except OSError as exc:
+        raise ChromarayError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+    if "://" in address:
+        return
+    left = max(1.0, timeout_s - (time.monotonic() - start))
+    # In a child process: Ray's C++ client logs its retries straight to file descriptor 2 and
+    # cannot be interrupted, while a child is silenced and killed at the deadline.
+    code = ("import sys\nfrom ray._raylet import GcsClient\n"
+            "GcsClient(address=sys.argv[1]).cluster_id\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", code, f"{hp[0]}:{hp[1]}"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=left, check=False)
+    except subprocess.TimeoutExpired:
+        raise ChromarayError(f"cannot reach the Ray cluster at {address}: the port accepts connections but no "
+                             f"Ray GCS answered within {timeout_s:g} s") from None
+    if r.returncode != 0:
+        last = next((ln for ln in reversed(r.stderr.decode(errors="replace").splitlines()) if ln.strip()), "")
+        raise ChromarayError(f"cannot reach the Ray cluster at {address}: the port accepts connections but does not "
+                             f"answer as a Ray GCS ({last.strip()[:200]})")
+
+
 def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int | None = None,
              object_store_memory: int | None = None) -> RayInfo:
     """Start a local Ray (``num_cpus`` and ``object_store_memory`` bytes cap it) or join
@@ -77,6 +157,8 @@ def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
+        if address:
+            check_reachable(address)
         kwargs: dict[str, Any] = {"log_to_driver": verbose,
                                   "logging_level": logging.INFO if verbose else logging.ERROR}
         try:
@@ -87,10 +169,19 @@ def init_ray(address: str | None = None, *, verbose: bool = False, num_cpus: int
                                object_store_memory=object_store_memory, **kwargs)
         except ConnectionError as exc:
             raise ChromarayError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
+        except Exception as exc:
+            if address:
+                raise
+            # e.g. "The current node timed out during startup" (the raylet did not register within
+            # Ray's 30 s, as on an overloaded machine): the machine's state, not a bug to trace.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ChromarayError(f"could not start Ray on this machine: {first}") from exc
         dashboard = getattr(ctx, "dashboard_url", None) or None
     else:
         dashboard = None
     _quiet_ray_data(verbose)
+    if not verbose:
+        _ray_messages_off_stdout()
     stop_on_signals()
     res = ray.cluster_resources()
     url = f"http://{dashboard}" if dashboard and not str(dashboard).startswith("http") else dashboard
@@ -113,6 +204,29 @@ def ray_session(address: str | None = None, *, verbose: bool = False,
             ray.shutdown()
 
 
+def _ray_messages_off_stdout() -> None:
+    """Send Ray's driver-side messages (``(raylet) A worker died ...``) to file descriptor 2.
+
+    Ray prints the errors the cluster publishes to the driver on *stdout*, in colour, from a
+    background thread, even with ``log_to_driver=False``; they would land between a job's results
+    and its summary. Fd 2 is where Ray's C++ lines go: the job's log file under
+    :func:`native_stderr_to` (fingerprint), stderr otherwise. Plain text, one line per message.
+    """
+    import ray._private.worker as ray_worker
+
+    if getattr(ray_worker.print_to_stdstream, "chromaray_routed", False):
+        return
+
+    def to_fd2(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        who = data.get("pid") or "ray"
+        text = "".join(f"({who}) {' '.join(str(line).split())}\n" for line in data.get("lines", []))
+        with contextlib.suppress(OSError):  # a closed stderr must not kill Ray's listener thread
+            os.write(2, text.encode("utf-8", errors="replace"))
+
+    to_fd2.chromaray_routed = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = to_fd2
+
+
 def _quiet_ray_data(verbose: bool) -> None:
     from ray.data import DataContext
 
@@ -124,6 +238,10 @@ def _quiet_ray_data(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.ERROR
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(level)
+    if not verbose:
+        # Ray Data logs a failed task at ERROR ("Dataset execution will now abort") before raising
+        # it; the job reports the exception itself, in one line where it is a known fault.
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
 
 @contextmanager
@@ -166,8 +284,9 @@ def apply_stage(ds: Any, stage_cls: type[Stage], kwargs: dict[str, Any], *, reso
     if resources.memory:
         common["memory"] = resources.memory
     if stage_cls.stateful:
+        # A fixed pool: an autoscaling one starts its second actor seconds after the first's batch.
         return ds.map_batches(stage_cls, fn_constructor_kwargs=kwargs,
-                              compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, pool_size)), **common)
+                              compute=ray.data.ActorPoolStrategy(size=max(1, pool_size)), **common)
     return ds.map_batches(_run_stateless, fn_kwargs={"stage": stage_cls(**kwargs)}, **common)
 
 

@@ -33,6 +33,7 @@ from pipeline.store.models import (
     TrainMetric,
     utcnow,
 )
+from pipeline.store.runs import WriterBusy, claim_run, list_runs, liveness
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -52,10 +53,14 @@ __all__ = [
     "Track",
     "TrackPath",
     "TrainMetric",
+    "WriterBusy",
     "check_schema",
+    "claim_run",
     "finish_run",
     "known_parts",
     "library_settings",
+    "list_runs",
+    "liveness",
     "new_run",
     "open_db",
     "parts_of",

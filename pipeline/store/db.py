@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 from sqlalchemy import create_engine, event, inspect, select, update
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from actors.config import DSPConfig
@@ -95,10 +97,23 @@ def open_db(path: str | os.PathLike[str], *, create: bool = True, readonly: bool
         raise ChromarayError(f"cannot write the database: directory {p.parent} is not writable")
     eng = create_engine(f"sqlite:///{p}", future=True)
     event.listen(eng, "connect", _sqlite_pragmas)
-    if create:
-        Base.metadata.create_all(eng)
-    check_schema(eng, write=create)
-    return eng
+    for attempt in range(5):
+        try:
+            if create:
+                Base.metadata.create_all(eng)
+            check_schema(eng, write=create)
+            return eng
+        except (OperationalError, IntegrityError) as exc:
+            # Two writers opening a new (or older) database at once race to create (or upgrade)
+            # the same tables; every step is idempotent, so the loser retries and finds them made.
+            text = str(exc.orig)
+            if attempt == 4 or not any(s in text for s in _SCHEMA_RACES):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_RACES = ("already exists", "duplicate column name", "UNIQUE constraint failed")
 
 
 def check_schema(engine: Engine, *, write: bool) -> int:
@@ -106,8 +121,9 @@ def check_schema(engine: Engine, *, write: bool) -> int:
 
     Versions 1 (before the ``meta`` table existed) and 2 (before ``analysis_settings``)
     differ from 3 by tables that ``create_all`` adds, so a writer upgrades them in place
-    (:func:`_upgrade_to_3` also records the settings of the tracks they hold). A reader
-    uses an older database as it is.
+    (:func:`_upgrade_to_3` also records the settings of the tracks they hold); version 4 adds
+    the process columns of ``runs`` (:func:`_add_missing_columns`). A reader uses an older
+    database as it is.
     """
     names = set(inspect(engine).get_table_names())
     if "runs" not in names:
@@ -122,12 +138,44 @@ def check_schema(engine: Engine, *, write: bool) -> int:
                              f"{SCHEMA_VERSION}); upgrade chromaray or use another --db")
     if version < SCHEMA_VERSION and write:
         Base.metadata.create_all(engine)
+        _add_missing_columns(engine)
         if version < 3:
             _upgrade_to_3(engine)
         with Session(engine) as s, s.begin():
             s.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
         version = SCHEMA_VERSION
     return version
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the columns an older database lacks (``create_all`` adds only whole tables), from the
+    models: version 4 added the process columns of ``runs``. A new column must be nullable or
+    have a scalar default, so the rows already there get a value."""
+    insp = inspect(engine)
+    present_tables = set(insp.get_table_names())
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            if table.name not in present_tables:
+                continue
+            present = {c["name"] for c in insp.get_columns(table.name)}
+            for col in table.columns:
+                if col.name in present:
+                    continue
+                ddl = f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {col.type.compile(engine.dialect)}'
+                if not col.nullable:
+                    default = getattr(col.default, "arg", None)
+                    if col.default is None or not col.default.is_scalar:
+                        raise RuntimeError(f"column {table.name}.{col.name} needs a scalar default to be added")
+                    ddl += f" NOT NULL DEFAULT {_sql_literal(default)}"
+                conn.exec_driver_sql(ddl)
+
+
+def _sql_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _upgrade_to_3(engine: Engine) -> None:
@@ -207,14 +255,24 @@ def track_settings(engine: Engine, kind: str = "audio") -> dict[str, DSPConfig]:
 
 def new_run(engine: Engine, kind: str, *, name: str | None = None, config: dict | None = None,
             ray_address: str | None = None, ray_dashboard_url: str | None = None) -> str:
+    """A run row naming this process (no heartbeat, no writer lock: see
+    :func:`pipeline.store.runs.claim_run` for a run that writes the library)."""
+    from pipeline.store.runs import this_process
+
     run_id = uuid.uuid4().hex
+    me = this_process()
     with Session(engine) as s, s.begin():
         s.add(Run(id=run_id, kind=kind, name=name, config=json.loads(json.dumps(config or {}, default=str)),
-                  ray_address=ray_address, ray_dashboard_url=ray_dashboard_url))
+                  ray_address=ray_address, ray_dashboard_url=ray_dashboard_url, host=me.host, pid=me.pid,
+                  pid_started=me.started))
     return run_id
 
 
 def finish_run(engine: Engine, run_id: str, status: str, summary: dict | None = None, **counts: Any) -> None:
+    """Store the end of a run (its heartbeat, if any, stops first)."""
+    from pipeline.store.runs import stop_heartbeat
+
+    stop_heartbeat(run_id)
     with Session(engine) as s, s.begin():
         run = s.get(Run, run_id)
         if run is None:

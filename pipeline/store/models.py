@@ -6,7 +6,9 @@ imported before. ``SCHEMA_VERSION`` is stored in table ``meta`` and checked
 when a database is opened.
 
 Versions: 1 had no ``meta`` table; 2 added it; 3 added ``analysis_settings`` (the DSP
-settings of each features version) and fingerprint rows at their true code rate.
+settings of each features version) and fingerprint rows at their true code rate; 4 added the
+process columns of ``runs`` (host, pid, pid_started, heartbeat_at, heartbeat_s) that tell a live
+run from a dead one.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 #: Bump when a table changes shape; open_db refuses a newer database and a writer upgrades an older one.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def utcnow() -> dt.datetime:
@@ -55,10 +57,18 @@ class Run(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))  # fingerprint | train | index
     name: Mapped[str | None] = mapped_column(String(200), default=None)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running|finished|failed|stopped
+    # running | finished | failed | stopped (Ctrl-C, SIGTERM) | interrupted (its process died)
+    status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # The process behind the run, so others can tell whether it is alive (pipeline/store/runs.py):
+    # on its own host by pid (and the pid's start time, against reuse), elsewhere by heartbeat.
+    host: Mapped[str | None] = mapped_column(String(255), default=None)
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    pid_started: Mapped[float | None] = mapped_column(Float, default=None)  # process start, Unix seconds
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(default=None)  # last seen alive
+    heartbeat_s: Mapped[float | None] = mapped_column(Float, default=None)  # None: the run has no heartbeat
     ray_address: Mapped[str | None] = mapped_column(String(200), default=None)
     ray_dashboard_url: Mapped[str | None] = mapped_column(String(200), default=None)
     config: Mapped[dict] = mapped_column(JSON, default=dict)

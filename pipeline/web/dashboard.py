@@ -21,8 +21,9 @@ Times in the API are seconds since the Unix epoch (UTC); the database stores nai
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,11 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from actors.errors import ChromarayError
 from pipeline import store
+from pipeline.store.runs import last_seen, run_rows
+from pipeline.text import shown
 
-__all__ = ["ASSETS_DIR", "DEFAULT_PORT", "DashboardData", "create_app", "serve"]
+__all__ = ["ASSETS_DIR", "DEFAULT_PORT", "LOOPBACK_HOSTS", "DashboardData", "allowed_hosts", "create_app",
+           "host_name", "is_loopback", "serve"]
 
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -109,11 +113,16 @@ class DashboardData:
 
     # -- runs -------------------------------------------------------------
     @staticmethod
-    def _run_dict(r: Any) -> dict[str, Any]:
+    def _run_dict(r: Any, now: dt.datetime) -> dict[str, Any]:
+        # A running row whose process is gone reads "interrupted" (the page cannot write it back).
+        state = store.liveness(r, now=now)
+        mapping = r._mapping
         return {
-            "id": r.id, "kind": r.kind, "name": r.name, "status": r.status,
+            "id": r.id, "kind": r.kind, "name": r.name,
+            "status": "interrupted" if state == "dead" else r.status, "stored_status": r.status,
             "started_at": _epoch(r.started_at), "updated_at": _epoch(r.updated_at),
-            "finished_at": _epoch(r.finished_at), "ray_address": r.ray_address,
+            "finished_at": _epoch(r.finished_at), "last_seen_at": _epoch(last_seen(r)),
+            "host": mapping.get("host"), "pid": mapping.get("pid"), "ray_address": r.ray_address,
             "ray_dashboard_url": r.ray_dashboard_url,
             "n_total": r.n_total, "n_done": r.n_done, "n_skipped": r.n_skipped, "n_errors": r.n_errors,
             "audio_seconds": r.audio_seconds, "summary": r.summary or {},
@@ -145,11 +154,11 @@ class DashboardData:
         assert eng is not None
         with eng.connect() as conn:
             tables = self._tables(conn)
-            rt = store.Run.__table__
-            rows = conn.execute(select(rt).order_by(rt.c.started_at.desc(), rt.c.id)).all()
+            rows = run_rows(conn)
             latest = self._latest_progress(conn, tables)
+            now = store.utcnow()
             for r in rows:
-                d = self._run_dict(r)
+                d = self._run_dict(r, now)
                 d["stages"] = latest.get(r.id, {})
                 d["last_update"] = max([d["updated_at"] or 0.0] + [s["ts"] or 0.0 for s in d["stages"].values()])
                 st["runs"].append(d)
@@ -164,12 +173,11 @@ class DashboardData:
             tables = self._tables(conn)
             if "runs" not in tables:
                 return None
-            rt = store.Run.__table__
-            r = conn.execute(select(rt).where(rt.c.id == run_id)).first()
+            r = next(iter(run_rows(conn, run_id=run_id)), None)
             if r is None:
                 return None
-            out = self._run_dict(r)
-            out["stages"] = self._stages(conn, tables, run_id, running=r.status == "running",
+            out = self._run_dict(r, store.utcnow())
+            out["stages"] = self._stages(conn, tables, run_id, running=out["status"] == "running",
                                          started_at=out["started_at"])
             out["last_update"] = max([out["updated_at"] or 0.0]
                                      + [s["latest"]["ts"] or 0.0 for s in out["stages"].values()])
@@ -312,8 +320,75 @@ def _db_error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def create_app(db_path: str | Path) -> Any:
-    """The FastAPI application serving the page and the JSON API for ``db_path``."""
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an interface name or address reaches only this machine."""
+    h = host.strip("[]").rstrip(".").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(bind_host: str = "127.0.0.1", extra: Iterable[str] = ()) -> frozenset[str] | None:
+    """Host header names the dashboard answers (None: any). Loopback names always; the ``--host``
+    it listens on when that is not loopback (for a wildcard, this machine's own names and
+    addresses); plus ``extra`` (``--allow-host``; ``*`` accepts any name). Checking the name
+    defeats DNS rebinding: a page of evil.example re-pointed at 127.0.0.1 still sends its own name."""
+    names = set(LOOPBACK_HOSTS)
+    h = bind_host.strip("[]").rstrip(".").lower()
+    if h in WILDCARD_HOSTS:
+        import contextlib
+        import socket
+
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        with contextlib.suppress(OSError):
+            names |= {str(info[4][0]).lower() for info in socket.getaddrinfo(socket.gethostname(), None)}
+    else:
+        names.add(h)
+    for name in extra:
+        if name.strip() == "*":
+            return None
+        names.add(name.strip().strip("[]").rstrip(".").lower())
+    return frozenset(names)
+
+
+def host_name(header: str) -> str | None:
+    """The name in a Host header (``[::1]:8280`` -> ``::1``, ``Localhost.:80`` -> ``localhost``);
+    None when the value is malformed."""
+    v = header.strip().lower()
+    port = ""
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            return None
+        name, rest = v[1:end], v[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            port = rest[1:]
+    elif v.count(":") == 1:
+        name, port = v.split(":")
+        if not port:
+            return None
+    elif ":" in v:
+        return None  # a bare IPv6 address is not a valid Host header
+    else:
+        name = v
+    if port and not port.isdigit():
+        return None
+    name = name.rstrip(".")
+    return name or None
+
+
+def create_app(db_path: str | Path, *, hosts: frozenset[str] | None = LOOPBACK_HOSTS) -> Any:
+    """The FastAPI application serving the page and the JSON API for ``db_path``, answering
+    only requests whose Host header names one of ``hosts`` (None: any; see :func:`allowed_hosts`)."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import FileResponse, JSONResponse
 
@@ -328,8 +403,13 @@ def create_app(db_path: str | Path) -> Any:
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        name = host_name(request.headers.get("host", ""))
         try:
-            response = await call_next(request)
+            if hosts is not None and name not in hosts:
+                response = JSONResponse({"error": "this Host header is not served (start the dashboard with "
+                                                  "--allow-host NAME to serve that name)"}, status_code=400)
+            else:
+                response = await call_next(request)
         except (OperationalError, DatabaseError) as exc:  # e.g. the file is not a database
             response = JSONResponse({"error": _db_error_text(exc)}, status_code=503)
         response.headers["Content-Security-Policy"] = CSP
@@ -374,8 +454,9 @@ def create_app(db_path: str | Path) -> Any:
     return app
 
 
-def serve(db_path: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
-    """Run the dashboard until interrupted (blocking)."""
+def serve(db_path: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          allow_hosts: Iterable[str] = ()) -> None:
+    """Run the dashboard until interrupted (blocking); see :func:`allowed_hosts` for ``allow_hosts``."""
     import socket
     import sys
 
@@ -390,11 +471,21 @@ def serve(db_path: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_P
     except OSError as exc:
         raise ChromarayError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
                              "(choose another --port or --host)") from exc
-    app = create_app(db_path)
+    hosts = allowed_hosts(host, allow_hosts)
+    app = create_app(db_path, hosts=hosts)
     db = app.state.data.db_path
-    shown = f"[{host}]" if ":" in host else host
-    print(f"chromaray dashboard: http://{shown}:{port}/  (database {db}, read-only)", file=sys.stderr)
+    bound = f"[{host}]" if ":" in host else host
+    print(f"chromaray dashboard: http://{shown(bound)}:{port}/  (database {shown(db)}, read-only)",
+          file=sys.stderr)
+    if not is_loopback(host):
+        names = "any name" if hosts is None else ", ".join(sorted(hosts))
+        print(f"chromaray dashboard: warning: listening on {shown(host)}, beyond this machine: anyone who can reach "
+              f"port {port} can read the library's file names and errors (there is no login). "
+              f"Host names answered: {names}", file=sys.stderr)
+    elif hosts is None:
+        print("chromaray dashboard: warning: --allow-host '*' answers any Host header, so a web page "
+              "re-pointed at this machine (DNS rebinding) can read it", file=sys.stderr)
     if not db.exists():
-        print(f"chromaray dashboard: warning: database {db} does not exist yet; "
+        print(f"chromaray dashboard: warning: database {shown(db)} does not exist yet; "
               "the page says so and waits for it", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

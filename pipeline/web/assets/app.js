@@ -182,7 +182,9 @@ function renderRunsTable() {
     const done = Math.max(r.n_done, ...st.map(s => s.done));
     const errors = Math.max(r.n_errors, ...st.map(s => s.errors));
     const audio = Math.max(r.audio_seconds || 0, ...st.map(s => s.audio_seconds));
-    tr.append(td(r.kind), td(r.name || r.id.slice(0, 8)), td(r.status, "status-" + r.status),
+    const status = td(r.status, "status-" + r.status);
+    if (r.status === "interrupted") status.title = "process gone; last seen alive " + when(r.last_seen_at);
+    tr.append(td(r.kind), td(r.name || r.id.slice(0, 8)), status,
               td(when(r.started_at)), td(total || done ? num(done) + " / " + num(total) : "–", "num"),
               td(num(errors), "num"), td(hours(audio), "num"));
     tr.addEventListener("click", () => { location.hash = "run=" + encodeURIComponent(r.id); });
@@ -215,8 +217,12 @@ function renderRun(run) {
   const age = run.now && run.last_update ? run.now - run.last_update : null;
   let meta = "id " + run.id + " · status " + run.status + " · started " + when(run.started_at);
   if (run.finished_at) meta += " · finished " + when(run.finished_at);
-  else if (age !== null) meta += " · last update " + duration(age) + " ago";
-  if (run.status === "running" && age !== null && age > 300) meta += " (no update for over 5 min: job may have been stopped)";
+  else if (run.status === "interrupted") {
+    // Its process is gone (killed, crashed, machine restarted): say when it was last alive.
+    meta += " · process gone, last seen alive " + when(run.last_seen_at || run.last_update);
+  } else if (age !== null) meta += " · last update " + duration(age) + " ago";
+  if (run.status === "running" && age !== null && age > 300) meta += " (no update for over 5 min)";
+  if (run.host) meta += " · " + run.host + (run.pid ? " pid " + run.pid : "");
   if (run.ray_address) meta += " · Ray " + run.ray_address;
   $("run-meta").textContent = meta;
 

@@ -1,4 +1,4 @@
-from jobs.text import shown
+from pipeline.text import shown
 
 
 def test_printable_names_are_unchanged() -> None:

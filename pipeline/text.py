@@ -1,4 +1,4 @@
-"""How the CLI prints names it did not choose (file paths, track names, error reasons).
+"""How chromaray prints names it did not choose (file paths, track names, error reasons).
 
 A file name may hold a newline (which would forge extra output lines) or terminal escape
 sequences (which can set the window title or hide text). Every CLI line prints such text through
