@@ -18,14 +18,21 @@ import numpy as np
 
 from actors.errors import InputFileError
 
-__all__ = ["BLOCK_SECONDS", "TRUNCATION_TOLERANCE", "AudioInfo", "Span", "decode_file", "iter_mono_blocks",
-           "iter_spans", "probe", "sniff"]
+__all__ = ["BLOCK_SECONDS", "MIN_DURATION_S", "TRUNCATION_TOLERANCE", "AudioInfo", "Span", "decode_file",
+           "decode_stopped", "iter_mono_blocks", "iter_spans", "probe", "sniff", "stream_warnings"]
 
 
 BLOCK_SECONDS = 30.0
 # A decoded stream may legitimately be a few frames short of the header's
 # count (MP3 encoder delay, Vorbis granule rounding); more than this is a cut file.
 TRUNCATION_TOLERANCE = 0.01
+#: Shorter audio is an error row, not a track. One fingerprint code compares chroma smoothed over
+#: 0.37 s at +-0.19 s (actors/fingerprint.py: SMOOTH_S, DELTA_S), i.e. needs 0.74 s of sound, and
+#: identify verifies a match on at least 12 codes (~1.1 s): below 1 s the stored features and codes
+#: would be padding and edge effects (a 1-sample file got "117 BPM", a key and one code).
+MIN_DURATION_S = 1.0
+#: Fewer missing samples than this (against the header's count) are codec rounding, not lost audio.
+_LOST_AUDIO_S = 0.05
 
 _MAGIC = [
     (b"RIFF", "WAV"), (b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"ID3", "MP3"), (b"FORM", "AIFF"),
@@ -52,6 +59,7 @@ def _open_error(path: str, exc: Exception) -> InputFileError:
     try:
         with open(path, "rb") as fh:
             head = fh.read(512)
+            size = os.fstat(fh.fileno()).st_size
     except PermissionError:
         return InputFileError("decode", "permission denied: cannot read the file")
     except OSError as err:
@@ -60,11 +68,35 @@ def _open_error(path: str, exc: Exception) -> InputFileError:
         return InputFileError("decode", "empty file (0 bytes)")
     what = sniff(head)
     detail = str(exc).split(":")[-1].strip() or type(exc).__name__
+    if "possibly a pipe" in detail or "does not exist" in detail:
+        # libsndfile's catch-all for content no decoder accepts: false for a regular file.
+        detail = "no decoder accepts the content"
     if what is None:
         return InputFileError("decode", f"not a readable audio file: unrecognised content for a {ext} file ({detail})")
+    if head.startswith(b"ID3"):
+        tagless = _id3_without_audio(path, head, size)
+        if tagless:
+            return InputFileError("decode", tagless)
     if what in {"WAV", "FLAC", "Ogg", "MP3", "AIFF"}:
         return InputFileError("decode", f"corrupt or unsupported {what} data ({detail})")
     return InputFileError("decode", f"not audio: the {ext} file contains {what}")
+
+
+def _id3_without_audio(path: str, head: bytes, size: int) -> str | None:
+    """The reason for an MP3 that is an ID3v2 tag and no MPEG audio frame after it (None if it has frames)."""
+    if len(head) < 10:
+        return f"no audio frames: the file holds only the start of an ID3 tag ({size} bytes)"
+    # ID3v2 size: 4 "synchsafe" bytes of 7 bits each; + 10 header bytes, + 10 for a footer.
+    tag = 10 + ((head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F))
+    tag += 10 if head[5] & 0x10 else 0
+    if tag >= size:
+        return f"no audio frames: the file holds only an ID3 tag ({size} bytes)"
+    with open(path, "rb") as fh:
+        fh.seek(tag)
+        rest = fh.read(1 << 16)
+    if not any(rest[i] == 0xFF and (rest[i + 1] & 0xE0) == 0xE0 for i in range(len(rest) - 1)):
+        return f"no audio frames: nothing decodable after the {tag}-byte ID3 tag ({size} bytes in all)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,13 +138,91 @@ def probe(path: str) -> AudioInfo:
         raise InputFileError("decode", cut)
     if info.frames <= 0 or info.samplerate <= 0:
         raise InputFileError("decode", "no audio samples (zero-length stream)")
-    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), str(info.format))
+    found = AudioInfo(int(info.samplerate), int(info.channels), int(info.frames), str(info.format))
+    if found.duration_s < MIN_DURATION_S:
+        raise InputFileError("decode", f"too short: {_seconds(found.duration_s)} of audio ({found.frames} sample(s) "
+                                       f"at {found.source_sample_rate} Hz); a track needs at least "
+                                       f"{MIN_DURATION_S:g} s for its features and fingerprint")
+    return found
 
 
-def iter_mono_blocks(path: str, sample_rate: int, *, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+def _seconds(s: float) -> str:
+    return f"{s:.2f} s" if s >= 0.1 else f"{s * 1000:.2f} ms"
+
+
+def decode_stopped(path: str, info: AudioInfo, read_frames: int, exc: Exception) -> InputFileError:
+    """The reason for a stream that broke off while reading the block starting at ``read_frames``.
+
+    A block is up to 30 s and fails as a whole, so the frames decoded before the break are not
+    known from the failed read: the block is read again in 0.1 s steps up to the break (at most
+    one block of work, only for a broken file) to say where decoding really stopped.
+    """
+    import soundfile as sf
+
+    good = read_frames
+    step = max(1, info.source_sample_rate // 10)
+    try:
+        with sf.SoundFile(path) as fh:
+            if read_frames:
+                fh.seek(read_frames)
+            while True:
+                n = fh.read(step, dtype="float32", always_2d=True).shape[0]
+                good += n
+                if n < step:
+                    break
+    except Exception:  # the break we are looking for: `good` is where it happened
+        pass
+    detail = str(exc).strip() or type(exc).__name__
+    return InputFileError("decode", f"truncated or corrupt: decoding stopped at {good / info.source_sample_rate:.1f} s "
+                                    f"of {info.duration_s:.1f} s ({detail})")
+
+
+_OGG_SKIPPED = re.compile(r"Skipped (\d+) bytes looking for the next page")
+_OGG_HOLE = re.compile(r"reports a hole at (\d+) bytes")
+_OGG_LENGTH = re.compile(r"^Length\s*:\s*(\d+)", re.MULTILINE)
+
+
+def stream_warnings(info: AudioInfo, read_frames: int, log: str) -> list[str]:
+    """What went wrong in a stream that still decoded (a warning on the track, not an error).
+
+    ``log`` is libsndfile's log of the open file after the last read (``SoundFile.extra_info``):
+    a corrupted Ogg page is skipped by the decoder, which logs it, and its audio is missing from
+    the samples (beyond TRUNCATION_TOLERANCE that is an error, below it this warning).
+    """
+    warnings = []
+    lost = (info.frames - read_frames) / info.source_sample_rate if info.source_sample_rate else 0.0
+    skipped = [int(n) for n in _OGG_SKIPPED.findall(log)]
+    holes = [int(n) for n in _OGG_HOLE.findall(log)]
+    if skipped or holes:
+        # The same hole is logged again each time the decoder passes it (opening scans the stream too).
+        pages = sorted(set(zip(skipped, holes))) if len(skipped) == len(holes) else [(n, -1) for n in set(skipped)]
+        skipped = [n for n, _ in pages]
+        holes = sorted({h for _, h in pages if h >= 0}) or sorted(set(holes))
+        where = (f" at byte {holes[0]}" if len(holes) == 1 else
+                 f" at bytes {', '.join(map(str, holes))}" if holes else "")
+        if lost >= _LOST_AUDIO_S:
+            missing = f", {lost:.2f} s of audio missing"
+        else:
+            # libvorbisfile may return the header's sample count across a hole (it depends on the
+            # read sizes), so the loss is estimated from the bytes skipped at the file's byte rate.
+            length = _OGG_LENGTH.search(log)
+            est = sum(skipped) / int(length.group(1)) * info.duration_s if length and int(length.group(1)) else 0.0
+            missing = f", about {est:.2f} s of audio lost" if est >= _LOST_AUDIO_S else ""
+        warnings.append(f"corrupted Ogg page{'s' * (len(pages) > 1)}{where}: {sum(skipped)} bytes skipped"
+                        f"{missing}")
+    elif lost >= _LOST_AUDIO_S:
+        warnings.append(f"{lost:.2f} s of audio missing: {read_frames} of the {info.frames} samples the header "
+                        "promises were decoded")
+    return warnings
+
+
+def iter_mono_blocks(path: str, sample_rate: int, *, block_seconds: float = BLOCK_SECONDS,
+                     warnings: list[str] | None = None) -> Iterator[np.ndarray]:
     """Mono float32 blocks at ``sample_rate``, concatenating to the whole track.
 
-    Raises InputFileError if the stream breaks off or is much shorter than its header.
+    Raises InputFileError if the stream breaks off or is much shorter than its header. What went
+    wrong in a stream that still decoded (a corrupted Ogg page) is appended to ``warnings`` once
+    the stream has ended (:func:`stream_warnings`).
     """
     import soundfile as sf
     import soxr
@@ -123,6 +233,7 @@ def iter_mono_blocks(path: str, sample_rate: int, *, block_seconds: float = BLOC
     if info.source_sample_rate != sample_rate:
         resampler = soxr.ResampleStream(info.source_sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
     read = 0
+    log = ""
     try:
         with sf.SoundFile(path) as fh:
             while True:
@@ -136,12 +247,11 @@ def iter_mono_blocks(path: str, sample_rate: int, *, block_seconds: float = BLOC
                     yield np.ascontiguousarray(mono, dtype=np.float32)
                 if last:
                     break
+            log = fh.extra_info
     except InputFileError:
         raise
     except Exception as exc:
-        got = read / info.source_sample_rate
-        raise InputFileError("decode", f"truncated or corrupt: decoding stopped at {got:.1f} s of "
-                                       f"{info.duration_s:.1f} s ({str(exc).strip() or type(exc).__name__})") from None
+        raise decode_stopped(path, info, read, exc) from None
     if read == 0:
         raise InputFileError("decode", "no audio samples (zero-length stream)")
     if read < info.frames * (1 - TRUNCATION_TOLERANCE):
@@ -149,11 +259,13 @@ def iter_mono_blocks(path: str, sample_rate: int, *, block_seconds: float = BLOC
                                        f"promises {info.duration_s:.1f} s")
     if not np.isfinite(read):
         raise InputFileError("decode", "corrupt: non-finite sample count")
+    if warnings is not None:
+        warnings.extend(stream_warnings(info, read, log))
 
 
-def decode_file(path: str, sample_rate: int) -> np.ndarray:
+def decode_file(path: str, sample_rate: int, *, warnings: list[str] | None = None) -> np.ndarray:
     """Whole track, mono float32 at ``sample_rate`` (same samples as the streamed blocks)."""
-    blocks = list(iter_mono_blocks(path, sample_rate))
+    blocks = list(iter_mono_blocks(path, sample_rate, warnings=warnings))
     y = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     if not np.all(np.isfinite(y)):
         raise InputFileError("decode", "corrupt: decoded samples contain NaN or infinity")

@@ -34,21 +34,19 @@ MIDI_EXTENSIONS = frozenset({".mid", ".midi"})
 class PipelineConfig(Settings):
     """How work is spread over Ray."""
 
-    chunk_seconds: float = 300.0  # longer files stream through the actors in spans of this length
-    files_per_shard: int = 16  # manifest rows per Ray Data input block
-    feature_actors: int = 0  # 0 = one per free CPU left after decoding (at least 1)
-    feature_batch_rows: int = 4  # rows per map_batches call; the actor sub-batches by memory
-    # Different CPU shares keep Ray Data from fusing decoding into the feature actors,
-    # so decoding streams ahead in tasks while the actors analyse.
-    decode_cpus: float = 0.5
+    chunk_seconds: float = 300.0  # longer files stream through their actor in spans of this length
+    files_per_shard: int = 16  # at most this many files per worker call (one Parquet part per dataset each)
+    feature_actors: int = 0  # 0 = one per CPU (per GPU with a GPU)
+    feature_batch_rows: int = 4  # whole tracks per feature-chain call; the chain sub-batches by memory
     feature_cpus: float = 1.0
     feature_gpus: float = 0.0  # >0 only when the cluster has GPUs (checked before submitting)
-    parquet_rows_per_part: int = 64
+    parquet_rows_per_part: int = 64  # tracks per part when tracks are stored in process (no workers)
     progress_interval_s: float = 2.0
+    max_worker_crashes: int = 3  # a file whose processing killed its worker this often becomes an error row
 
     def __post_init__(self) -> None:
-        require_positive(self, "chunk_seconds", "files_per_shard", "feature_batch_rows", "decode_cpus",
-                         "feature_cpus", "parquet_rows_per_part", "progress_interval_s")
+        require_positive(self, "chunk_seconds", "files_per_shard", "feature_batch_rows", "feature_cpus",
+                         "parquet_rows_per_part", "progress_interval_s", "max_worker_crashes")
         require_positive(self, "feature_actors", "feature_gpus", allow_zero=True)
 
 
@@ -78,8 +76,38 @@ class IdentifyConfig(Settings):
     min_alignment_contrast: float = 0.15  # duplicates
     contrast_shifts: tuple[int, ...] = (-64, -32, 32, 64)  # codes
     min_duplicate_overlap_s: float = 10.0
+    # Music over music (another recording mixed in): when no whole-clip match is accepted, a
+    # second search looks up each query code with up to ``mix_max_flips`` of its ``mix_weak_bits``
+    # least reliable bits flipped, verifies the ``mix_verify`` best-voted (track, offset) pairs on
+    # windows of ``mix_window`` codes (≈1.5 s) and scores the best ``mix_keep`` fraction of the
+    # windows (the parts of the clip where the target is audible); the ``mix_tracks`` tracks with
+    # most votes (any offset) are also swept at every alignment. Accepted when that partial
+    # score is <= mix_max_score and the track's median partial score over *all* its alignments
+    # is at least mix_min_contrast higher (a brute-force sweep of the candidate track: static
+    # chroma, or a clip that only happens to agree somewhere, has no such gap). Clips shorter
+    # than mix_min_windows windows are not tried. mix_verify = 0 turns the search off.
+    # mix_max_score / mix_min_contrast: learned on the "learn" split (half the tracks) of
+    # `benchmarks/bench_identify.py --queries-per-cond 6 --negatives-per-cond 3` (real music,
+    # 2026-12-01: 12 of 12 right-track learn positives, 0 of 24 learn negatives accepted).
+    mix_verify: int = 30
+    mix_tracks: int = 4  # best-voted tracks (votes per track) swept at every alignment
+    mix_weak_bits: int = 16
+    mix_max_flips: int = 2
+    mix_window: int = 16
+    mix_keep: float = 0.5
+    mix_min_windows: int = 6
+    mix_max_score: float = 0.29
+    mix_min_contrast: float = 0.145
 
     def __post_init__(self) -> None:
+        require_positive(self, "mix_verify", "mix_tracks", allow_zero=True)
+        require(0 <= self.mix_weak_bits <= 32, f"mix_weak_bits must be in 0..32, got {self.mix_weak_bits!r}")
+        require(0 <= self.mix_max_flips <= 3, f"mix_max_flips must be in 0..3, got {self.mix_max_flips!r}")
+        require(0 < self.mix_keep <= 1, f"mix_keep must be in (0, 1], got {self.mix_keep!r}")
+        require(0 < self.mix_max_score < 0.5, f"mix_max_score must be in (0, 0.5), got {self.mix_max_score!r}")
+        require(0 <= self.mix_min_contrast < 0.5,
+                f"mix_min_contrast must be in [0, 0.5), got {self.mix_min_contrast!r}")
+        require_positive(self, "mix_window", "mix_min_windows")
         for name in ("accept_score_short", "accept_score_long", "early_stop_score", "duplicate_score"):
             v = getattr(self, name)
             require(0 < v < 0.5, f"{name} must be in (0, 0.5) (0.5 is chance), got {v!r}")
@@ -93,24 +121,43 @@ class IdentifyConfig(Settings):
 class MatchConfig(Settings):
     """MIDI -> recording matching (pipeline.midi_match): acceptance and the candidate budget.
 
-    ``min_score`` is the chance-corrected DTW alignment score a pair must reach (see
-    pipeline.midi_match for how it was chosen). Candidates are pruned by pitch-class profile
-    to ``max_candidates``; pairs with more than ``coarse_min_cells`` DTW cells at ~5 Hz are
-    first ranked at ~1 Hz (``coarse_factor``) and only ``fine_candidates`` of them are
-    aligned at full rate.
+    A pair is accepted when its chance-corrected DTW alignment score reaches ``min_score``
+    **and** it beats the same pair with the MIDI file transposed by each of the 11 other
+    semitone shifts by at least ``min_gap`` (the *transposition gap*: a recording of the
+    piece agrees with its score in one key only, while an unrelated piece in a related key
+    agrees about as well at several shifts; this calibrates each pair against itself, in a
+    library of any size). Only the ``verify_candidates`` best-scoring candidates are
+    checked this way. ``transpose``: also match recordings played in another key (the best
+    of the 12 shifts is the match; its shift is reported). Both thresholds were learned on
+    the train split of benchmarks/bench_midi.py (see pipeline.midi_match).
+
+    Candidates are pruned by pitch-class profile to ``max_candidates``; pairs with more than
+    ``coarse_min_cells`` DTW cells at ~5 Hz are first ranked at ~1 Hz (``coarse_factor``)
+    and only ``fine_candidates`` of them are aligned at full rate.
+    ``workers``: MIDI files are matched by Ray tasks on this many CPUs of the cluster
+    (0: in the driver process; the default, 'auto', uses Ray when there are at least
+    ``ray_min_midi`` MIDI files).
     """
 
-    min_score: float = 0.55
+    min_score: float = 0.3
+    min_gap: float = 0.13
+    verify_candidates: int = 3
+    transpose: bool = False
     top_k: int = 5
     max_candidates: int = 64
     coarse_factor: int = 5
     coarse_min_cells: int = 250_000
     fine_candidates: int = 8
+    workers: int = -1  # -1: auto
+    ray_min_midi: int = 64
 
     def __post_init__(self) -> None:
         require(0 < self.min_score <= 1, f"min_score must be in (0, 1], got {self.min_score!r}")
-        require_positive(self, "top_k", "max_candidates", "coarse_factor", "fine_candidates")
+        require(-2 <= self.min_gap <= 2, f"min_gap must be in [-2, 2] (-2: no gap required), got {self.min_gap!r}")
+        require_positive(self, "top_k", "max_candidates", "coarse_factor", "fine_candidates", "verify_candidates",
+                         "ray_min_midi")
         require_positive(self, "coarse_min_cells", allow_zero=True)  # 0: coarse-rank every long pair
+        require(self.workers >= -1, f"workers must be -1 (auto), 0 (no Ray) or more, got {self.workers!r}")
 
 
 @dataclass(frozen=True)

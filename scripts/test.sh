@@ -11,4 +11,6 @@ echo "ruff check ..."
 echo "mypy ..."
 .venv/bin/mypy
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1
+echo "gpu_check --smoke (the GPU check's CPU twin) ..."
+.venv/bin/python benchmarks/gpu_check.py --smoke --json benchmarks/out/gpu_check_smoke.json
 .venv/bin/python -m pytest -q -ra --durations=15 "$@"

@@ -41,7 +41,8 @@ from actors.dsp.xp import cupy_or_none, to_numpy
 from actors.errors import ChromarayError
 from actors.features.batching import PeakMemory, budget_bytes, is_oom, plan_batches
 
-__all__ = ["PROBE_SECONDS", "FeatureExtractor", "TrackFeatures", "TrackSpan", "span_window", "track_frames"]
+__all__ = ["PROBE_SECONDS", "FeatureExtractor", "SpanMel", "TrackFeatures", "TrackSpan", "span_window",
+           "track_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,19 @@ class TrackSpan:
     total_frames: int | None  # the track's frame count when known
     frame_rate_hz: float
     total_samples: int | None  # the track's sample count when known (always, for the last span)
+
+
+@dataclass
+class SpanMel:
+    """What a span's onset needs once its track's top_db reference is known (one pass over
+    a long track): the unclipped mel dB of the frames it held, from frame ``g0``."""
+
+    mel_db: np.ndarray  # (n_mels, G) float32
+    ref_db: float  # max over the frames held that lie in the track (a lower bound of the track's)
+    g0: int
+    first_frame: int
+    stop_frame: int
+    length: int  # the track's frame count, or a huge number while unknown
 
 
 def _context_frames(dsp: DSPConfig) -> tuple[int, int]:
@@ -176,6 +190,7 @@ class FeatureExtractor:
         stop: int,
         lengths: np.ndarray,
         ref_db: Any = None,
+        defer_onset: bool = False,
     ) -> dict[str, np.ndarray]:
         """Frame features for a (B, M) device array of samples starting at track
         sample g0 * hop - n_fft // 2 (so un-centred framing yields frames g0, g0+1, ...).
@@ -184,13 +199,16 @@ class FeatureExtractor:
         target frames [first, stop): chroma (B, 12, L), onset (B, L), rms (B, L) and
         hpow_sum / pow_sum (B, L) per-frame energies. ``ref_db`` (B,): the onset's
         top_db reference (None: each track's max over its valid frames held).
+        ``defer_onset``: instead of onset, the unclipped mel dB of every frame held
+        ("mel_db", (B, n_mels, G)) and its per-track reference ("ref_db", (B,)), for
+        :meth:`span_onset` once the track's reference is known.
         """
         with _single_threaded_blas():
             return self._compute_frames(Yc, g0=g0, first=first, stop=stop, lengths=lengths,
-                                        ref_db=ref_db)
+                                        ref_db=ref_db, defer_onset=defer_onset)
 
     def _compute_frames(self, Yc: Any, *, g0: int, first: int, stop: int,
-                        lengths: np.ndarray, ref_db: Any) -> dict[str, np.ndarray]:
+                        lengths: np.ndarray, ref_db: Any, defer_onset: bool = False) -> dict[str, np.ndarray]:
         xp, dsp = self.xp, self.dsp
         hop, n_fft = dsp.hop_length, dsp.n_fft
         D = stft(Yc, n_fft=n_fft, hop_length=hop, center=False)
@@ -219,16 +237,25 @@ class FeatureExtractor:
         rms = xp.sqrt(xp.maximum(2.0 * (pow_sum - edge) / n_fft**2, 0)).astype(xp.float32)
         M_db = on.mel_db(power, self.mel_fb)
         del power, mag, mag_t, pow_t
-        onset = on.onset_strength_from_mel_db(
-            M_db, n_fft=n_fft, hop_length=hop, lag=dsp.onset_lag, max_size=dsp.onset_max_size,
-            top_db=dsp.top_db, lengths=lens, ref_db=ref_db, frame_offset=g0, first=first, stop=stop)
-        return {
+        out = {
             "chroma": to_numpy(chroma.astype(xp.float32)),
-            "onset": to_numpy(onset.astype(xp.float32)),
             "rms": to_numpy(rms),
             "hpow_sum": to_numpy(hpow_sum),
             "pow_sum": to_numpy(pow_sum),
         }
+        if defer_onset:
+            out["mel_db"] = to_numpy(M_db)
+            out["ref_db"] = to_numpy(on.db_reference(M_db, lengths=lens, frame_offset=g0))
+            return out
+        out["onset"] = to_numpy(self._onset(M_db, g0=g0, first=first, stop=stop, lengths=lens,
+                                            ref_db=ref_db).astype(xp.float32))
+        return out
+
+    def _onset(self, M_db: Any, *, g0: int, first: int, stop: int, lengths: Any, ref_db: Any) -> Any:
+        dsp = self.dsp
+        return on.onset_strength_from_mel_db(
+            M_db, n_fft=dsp.n_fft, hop_length=dsp.hop_length, lag=dsp.onset_lag, max_size=dsp.onset_max_size,
+            top_db=dsp.top_db, lengths=lengths, ref_db=ref_db, frame_offset=g0, first=first, stop=stop)
 
     def _batch_features(self, ys: Sequence[np.ndarray]) -> list[TrackFeatures]:
         """Whole tracks in one zero-padded batch."""
@@ -279,6 +306,34 @@ class FeatureExtractor:
         exact whenever the span holds the track max or none of its mel values
         lies more than top_db below the span's own max.
         """
+        span, _ = self._span(window, window_start=window_start, first_frame=first_frame, stop_frame=stop_frame,
+                             total_samples=total_samples, ref_db=ref_db, defer_onset=False)
+        return span
+
+    def extract_span_deferred(self, window: np.ndarray, *, window_start: int, first_frame: int, stop_frame: int,
+                              total_samples: int | None) -> tuple[TrackSpan, SpanMel]:
+        """:meth:`extract_span` in one pass over a long track: everything but the onset, plus
+        what the onset needs (:class:`SpanMel`) once the track's top_db reference is known,
+        the max of every span's ``SpanMel.ref_db``. :meth:`span_onset` then gives exactly
+        the onset :meth:`extract_span` computes with that ``ref_db``, without a second pass
+        over the samples. The returned span's ``onset`` is empty until then."""
+        span, mel = self._span(window, window_start=window_start, first_frame=first_frame, stop_frame=stop_frame,
+                               total_samples=total_samples, ref_db=None, defer_onset=True)
+        assert mel is not None
+        return span, mel
+
+    def span_onset(self, mel: SpanMel, ref_db: float) -> np.ndarray:
+        """The onset of a deferred span (:meth:`extract_span_deferred`) with the track's reference."""
+        xp = self.xp
+        with _single_threaded_blas():
+            onset = self._onset(xp.asarray(mel.mel_db[None]), g0=mel.g0, first=mel.first_frame,
+                                stop=mel.stop_frame, lengths=xp.asarray([mel.length], dtype=xp.int64),
+                                ref_db=xp.asarray([ref_db], dtype=xp.float32))
+        return to_numpy(onset.astype(xp.float32))[0]
+
+    def _span(self, window: np.ndarray, *, window_start: int, first_frame: int, stop_frame: int,
+              total_samples: int | None, ref_db: float | None,
+              defer_onset: bool) -> tuple[TrackSpan, SpanMel | None]:
         dsp = self.dsp
         window = np.asarray(window, dtype=np.float32).reshape(-1)
         total_frames = None if total_samples is None else track_frames(total_samples, dsp)
@@ -301,13 +356,17 @@ class FeatureExtractor:
         lengths = np.array([total_frames if total_frames is not None else 1 << 40], np.int64)
         ref = None if ref_db is None else np.array([ref_db], np.float32)
         out = self._compute(self.xp.asarray(seg[None]), g0=g0, first=first_frame,
-                            stop=stop_frame, lengths=lengths, ref_db=ref)
-        return TrackSpan(first_frame=first_frame, stop_frame=stop_frame, chroma=out["chroma"][0],
-                         onset=out["onset"][0], rms=out["rms"][0],
+                            stop=stop_frame, lengths=lengths, ref_db=ref, defer_onset=defer_onset)
+        span = TrackSpan(first_frame=first_frame, stop_frame=stop_frame, chroma=out["chroma"][0],
+                         onset=out["onset"][0] if not defer_onset else np.zeros(0, np.float32), rms=out["rms"][0],
                          harmonic_energy=float(out["hpow_sum"][0].sum()),
                          total_energy=float(out["pow_sum"][0].sum()), total_frames=total_frames,
                          frame_rate_hz=dsp.frame_rate_hz,
                          total_samples=None if total_samples is None else int(total_samples))
+        if not defer_onset:
+            return span, None
+        return span, SpanMel(mel_db=out["mel_db"][0], ref_db=float(out["ref_db"][0]), g0=g0,
+                             first_frame=first_frame, stop_frame=stop_frame, length=int(lengths[0]))
 
     def finalize_track(self, spans: Sequence[TrackSpan]) -> TrackFeatures:
         """Concatenate contiguous spans (from frame 0) and compute tempo and summaries.
@@ -448,8 +507,8 @@ class FeatureExtractor:
             except Exception as exc:
                 if not is_oom(exc) or seconds <= 1.0:
                     raise
-                self._free_device_cache()
-                seconds /= 2
+            self._free_device_cache()  # outside the except block (see _run_batch)
+            seconds /= 2
         self._learn(pm.peak, seconds)
         return float(self.bytes_per_second or 0.0)
 
@@ -494,6 +553,12 @@ class FeatureExtractor:
         except Exception as exc:
             if not is_oom(exc):
                 raise
+            oom = True
+        else:
+            oom = False
+        if oom:
+            # Outside the except block: its traceback still references the failed batch's arrays,
+            # so freeing (and the retries) inside it would find no memory released.
             self._free_device_cache()
             log.warning("OOM on a batch of %d tracks (%.0f padded s): splitting",
                         len(idx), padded_s)
@@ -527,11 +592,12 @@ class FeatureExtractor:
             except Exception as exc:
                 if not is_oom(exc):
                     raise
-                self._free_device_cache()
-                if chunk_seconds <= self.batch_cfg.min_chunk_seconds:
-                    raise MemoryError(
-                        f"track of {len(y) / sr:.0f} s does not fit in memory even in "
-                        f"{chunk_seconds:.1f} s chunks") from exc
-                chunk_seconds = max(self.batch_cfg.min_chunk_seconds, chunk_seconds / 2)
-                splits += 1
+                failure = str(exc)
+            # freed outside the except block (see _run_batch)
+            self._free_device_cache()
+            if chunk_seconds <= self.batch_cfg.min_chunk_seconds:
+                raise MemoryError(f"track of {len(y) / sr:.0f} s does not fit in memory even in "
+                                  f"{chunk_seconds:.1f} s chunks ({failure})")
+            chunk_seconds = max(self.batch_cfg.min_chunk_seconds, chunk_seconds / 2)
+            splits += 1
         self._record(1, len(y) / sr, splits, True, budget, pm.peak)

@@ -1,7 +1,8 @@
 """The fingerprint job on the driver: discover, plan what is new, stream it
 through Ray Data, store the results.
 
-    manifest (sharded) -> DecodeStage (tasks) -> FeatureStage (actor pool) -> ResultSink (driver)
+    manifest (sharded) -> AnalyzeStage (actor pool, one per CPU: decode, features, fingerprint,
+    MIDI, Parquet parts written by the worker) -> receipts -> ResultSink (driver: SQLite only)
 """
 from __future__ import annotations
 
@@ -16,15 +17,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.errors import ChromarayError
-from actors.stages import MANIFEST_SCHEMA, DecodeStage, FeatureStage, Resources
+from actors.stages import MANIFEST_SCHEMA, AnalyzeStage, Resources
 from pipeline.config import ChromarayConfig
-from pipeline.ingest.discover import ManifestRow, build_manifest, discover
+from pipeline.ingest.discover import ManifestRow, build_manifest, scan
 from pipeline.ingest.plan import apply_path_changes, plan_work, versions_for
 from pipeline.ingest.progress import Progress
 from pipeline.ingest.sink import ResultSink
 from pipeline.runtime import STOP_REQUESTED, apply_stage
-from pipeline.store import Run, TrackPath, finish_run, known_parts, new_run, open_db, utcnow
-from pipeline.store.parquet import prepare_out_dir, remove_orphans
+from pipeline.store import ParquetPart, Run, TrackPath, claim_run, finish_run, known_parts, open_db, utcnow
+from pipeline.store.parquet import prepare_out_dir, remove_orphans, remove_run_leftovers
 
 __all__ = ["RunSummary", "feature_resources", "run_fingerprint"]
 
@@ -41,6 +42,7 @@ class RunSummary:
     audio_seconds: float = 0.0
     wall_s: float = 0.0
     error_rows: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped_paths: int = 0  # not usable as input files (FIFO, dangling link, ...); also in errors
 
     @property
     def audio_hours_per_min(self) -> float:
@@ -57,8 +59,8 @@ def feature_resources(cfg: ChromarayConfig, cpus: float, gpus: float) -> tuple[R
         per = p.feature_gpus or 1.0
         size = p.feature_actors or max(1, int(gpus / per))
         return Resources(num_cpus=p.feature_cpus, num_gpus=per), size
-    # Leave one CPU to the decode tasks so decoding and analysis stream together.
-    size = p.feature_actors or max(1, int((cpus - p.decode_cpus) // p.feature_cpus))
+    # One actor per CPU: each decodes and analyses its own files (decoding is a few percent of the work).
+    size = p.feature_actors or max(1, int(cpus // p.feature_cpus))
     return Resources(num_cpus=p.feature_cpus), size
 
 
@@ -70,11 +72,15 @@ def run_fingerprint(inputs: Sequence[str], *, db: str, out: str, cfg: ChromarayC
     t0 = time.monotonic()
     engine = open_db(db)
     out_dir = prepare_out_dir(out)
-    files = discover(inputs)
+    found = scan(inputs)  # files, and every path left out with its reason (error rows, stage discover)
+    files = found.files
     versions = versions_for(cfg)
-    run_id = new_run(engine, "fingerprint", name=name, config={"inputs": list(inputs), "out": str(out_dir),
-                                                               **cfg.to_dict()})
-    summary = RunSummary(run_id, discovered=len(files))
+    # The writer locks (refuse while another run of this database, or of this --out, lives) and the
+    # heartbeat, before anything is touched: the cleanup below never sees a live run's parts
+    # (pipeline/store/runs.py).
+    run_id = claim_run(engine, "fingerprint", name=name, out_dir=out_dir,
+                       config={"inputs": list(inputs), "out": str(out_dir), **cfg.to_dict()})
+    summary = RunSummary(run_id, discovered=len(files), skipped_paths=len(found.skipped))
     status = "failed"
     try:
         removed = remove_orphans(out_dir, known_parts(engine))
@@ -93,11 +99,14 @@ def run_fingerprint(inputs: Sequence[str], *, db: str, out: str, cfg: ChromarayC
                           rows_per_part=cfg.pipeline.parquet_rows_per_part, metrics=_metrics(run_id))
         for row in plan.read_errors:
             sink.error(row.path, "", "read", row.error)
+        for skip in found.skipped:
+            sink.error(skip.path, "", "discover", skip.reason)
         for row, stage, reason in plan.copied_errors:
             sink.error(row.path, row.content_hash, stage, reason, counted=False)
         if not plan.to_process:
             sink.flush()
             log(f"nothing new: {len(files)} file(s) found, {plan.skipped} already processed"
+                + (f", {len(found.skipped)} path(s) skipped" if found.skipped else "")
                 + (f", {summary.path_updates} path(s) updated" if summary.path_updates else "")
                 + (f", {plan.known_errors} known error(s) not retried" if plan.known_errors else ""))
         else:
@@ -124,6 +133,7 @@ def run_fingerprint(inputs: Sequence[str], *, db: str, out: str, cfg: ChromarayC
         finish_run(engine, run_id, status, summary={
             "discovered": summary.discovered, "processed": summary.processed, "skipped": summary.skipped,
             "path_updates": summary.path_updates, "errors": summary.errors, "known_errors": summary.known_errors,
+            "skipped_paths": summary.skipped_paths,
             "audio_seconds": summary.audio_seconds, "wall_s": summary.wall_s})
 
 
@@ -148,27 +158,41 @@ def _start_ray(engine: Engine, run_id: str, address: str | None, verbose: bool, 
     return info
 
 
+def shard_size(n_files: int, pool: int, most: int) -> int:
+    """Files per worker call: a few calls per actor so the pool ends together, at most ``most``
+    (a call's tracks share one Parquet part per dataset and one SQLite transaction)."""
+    return max(1, min(most, -(-n_files // (4 * max(1, pool)))))
+
+
 def _stream(rows: list[ManifestRow], cfg: ChromarayConfig, sink: ResultSink, info: Any, engine: Engine, run_id: str,
             show_progress: bool) -> None:
     import ray.data
 
-    per = max(1, cfg.pipeline.files_per_shard)
+    res, pool = feature_resources(cfg, info.cpus, info.gpus)
+    # Largest first: the long files start early instead of keeping one actor busy at the end.
+    rows = sorted(rows, key=lambda r: -r.size_bytes)
+    per = shard_size(len(rows), pool, cfg.pipeline.files_per_shard)
     shards = [pa.Table.from_pylist([{"content_hash": r.content_hash, "path": r.path, "kind": r.kind,
                                      "size_bytes": r.size_bytes} for r in rows[i:i + per]], schema=MANIFEST_SCHEMA)
               for i in range(0, len(rows), per)]
     ds = ray.data.from_arrow(shards)
-    ds = apply_stage(ds, DecodeStage, {"dsp": cfg.dsp, "chunk_seconds": cfg.pipeline.chunk_seconds},
-                     resources=Resources(num_cpus=cfg.pipeline.decode_cpus), batch_size=1)
-    res, pool = feature_resources(cfg, info.cpus, info.gpus)
-    ds = apply_stage(ds, FeatureStage, {"dsp": cfg.dsp, "batch": cfg.batch}, resources=res,
-                     batch_size=cfg.pipeline.feature_batch_rows, pool_size=pool)
-    progress = Progress(engine, run_id, len(rows), interval_s=cfg.pipeline.progress_interval_s, show=show_progress)
+    ds = apply_stage(ds, AnalyzeStage, {"dsp": cfg.dsp, "batch": cfg.batch, "chunk_seconds": cfg.pipeline.chunk_seconds,
+                                        "out_dir": str(sink.out_dir), "run_id": run_id, "versions": sink.versions,
+                                        "batch_rows": cfg.pipeline.feature_batch_rows,
+                                        "max_crashes": cfg.pipeline.max_worker_crashes},
+                     resources=res, batch_size=per, pool_size=pool)
+    # Errors recorded before streaming (skipped and unreadable paths) are not files of this stream.
+    progress = Progress(engine, run_id, len(rows), interval_s=cfg.pipeline.progress_interval_s, show=show_progress,
+                        base_errors=sink.counts.errors)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-            sink.add(batch)
+            sink.add_receipts(batch)
             progress.update(sink.done_so_far, sink.counts.errors, sink.counts.audio_seconds,
-                            detail={"batches": sink.recent_batches, "pending_spans": sink.pending_spans})
+                            detail={"batches": sink.recent_batches})
         sink.flush()
+        with Session(engine) as s:
+            listed = set(s.scalars(select(ParquetPart.name).where(ParquetPart.run_id == run_id)))
+        remove_run_leftovers(sink.out_dir, run_id, listed)
     finally:
         c = sink.counts
         progress.update(c.done, c.errors, c.audio_seconds, force=True)

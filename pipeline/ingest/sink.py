@@ -1,10 +1,15 @@
-"""The single writer: turns finished rows into Parquet parts and SQLite rows.
+"""The single SQLite writer: commits the receipts the workers send back.
 
-Only the driver writes. A track is committed once, when all of its spans
-have arrived: Parquet part first (atomic rename), then one SQLite
-transaction that lists the part and inserts the track's rows. A crash in
-between leaves an unlisted part (removed next run) and no rows (recomputed
-next run), so nothing is lost and nothing is duplicated.
+Workers write the bulky Parquet parts themselves (actors.results, under
+``--out``) and return one small receipt per call: the parts' names and row
+counts, one summary per track, error rows. Here each receipt becomes one
+SQLite transaction that lists its parts and inserts its tracks' rows (a
+two-phase commit). A crash between a worker's write and this commit leaves
+parts no row lists (removed by the next run, or at the end of this one) and no
+rows (recomputed next run), so nothing is lost and nothing is duplicated.
+
+The driver keeps nothing per track beyond the run's plan: counts, and the error
+rows it prints in the summary.
 
 The DSP settings of each features version written are stored in the same
 transaction as its first rows (table analysis_settings), and every stored rate is
@@ -14,12 +19,11 @@ from __future__ import annotations
 
 import json
 import pickle
-import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from actors.config import DSPConfig
-from actors.fingerprint import DECIMATE
+from actors.results import Finished, FrameRow, frames_table, midi_tables, part_name, receipt_row, write_parts
 from pipeline.store import (
     BatchLog,
     ErrorRow,
@@ -42,21 +46,8 @@ from pipeline.store import (
     record_settings,
     utcnow,
 )
-from pipeline.store.parquet import list_of_matrices, list_of_vectors, write_part
 
 __all__ = ["Finished", "FrameRow", "ResultSink", "SinkCounts", "frames_table", "midi_tables"]
-
-
-@dataclass
-class Finished:
-    """One track ready to store."""
-
-    content_hash: str
-    kind: str
-    path: str
-    size_bytes: int
-    meta: dict[str, Any]
-    result: Any  # audio: {"features", "fp_codes", "fp_version"}; midi: MidiAnalysis
 
 
 @dataclass
@@ -70,77 +61,53 @@ class SinkCounts:
 class ResultSink:
     def __init__(self, engine: Engine, out_dir: Path, run_id: str, *, dsp: DSPConfig,
                  versions: Mapping[str, str], paths_by_hash: Mapping[str, list[tuple[str, int, int]]],
-                 rows_per_part: int = 64, flush_interval_s: float = 10.0,
-                 on_commit: Callable[[list[Finished]], None] | None = None, metrics: Any = None):
-        self.engine, self.out_dir, self.run_id, self.dsp = engine, out_dir, run_id, dsp
+                 rows_per_part: int = 64, metrics: Any = None):
+        self.engine, self.out_dir, self.run_id, self.dsp = engine, Path(out_dir), run_id, dsp
         self.versions = dict(versions)
         self.paths_by_hash = paths_by_hash
         self.rows_per_part = rows_per_part
-        self.flush_interval_s = flush_interval_s
-        self.on_commit = on_commit
         self.metrics = metrics
         self.counts = SinkCounts()
-        self._spans: dict[str, dict[int, Any]] = {}
-        self._n_spans: dict[str, int] = {}
-        self._ready: list[Finished] = []
-        self._errors: list[dict[str, Any]] = []
-        self._batch_logs: list[dict[str, Any]] = []
+        self._ready: list[Finished] = []  # in-process tracks (store) waiting for a part
+        self._errors: list[dict[str, Any]] = []  # driver-side error rows waiting for the next commit
         self._recent: deque[dict[str, Any]] = deque(maxlen=20)
-        self._seq = 0
-        self._extractor: Any = None
-        self._last_flush = time.monotonic()
         self._settings_recorded: set[str] = set()
 
     # -- intake ---------------------------------------------------------
+    def add_receipts(self, table: pa.Table) -> None:
+        """Commit worker receipts (actors.results.RECEIPT_SCHEMA rows), one transaction each."""
+        receipts = table.column("receipt").to_pylist()
+        codes = table.column("codes").to_pylist()
+        for text, blob in zip(receipts, codes):
+            self._commit(json.loads(text), blob or b"")
+
+    def store(self, finished: Sequence[Finished]) -> None:
+        """Store tracks computed in this process (no Ray): parts written here, then committed
+        exactly like a worker's receipt, ``rows_per_part`` tracks per part."""
+        self._ready.extend(finished)
+        while len(self._ready) >= self.rows_per_part:
+            chunk, self._ready = self._ready[:self.rows_per_part], self._ready[self.rows_per_part:]
+            self._store_now(chunk)
+
     def add(self, table: pa.Table) -> None:
+        """In-process rows (actors.stages.ROW_SCHEMA: whole audio tracks, MIDI analyses) -> :meth:`store`."""
+        finished = []
         for row in table.to_pylist():
-            if row["worker_log"]:
-                self._take_worker_log(row["worker_log"])
-            if row["error_stage"]:
-                self.error(row["path"], row["content_hash"], row["error_stage"], row["error_reason"])
-                continue
-            payload = pickle.loads(row["payload"]) if row["payload"] else None
             meta = json.loads(row["meta"] or "{}")
-            if row["kind"] == "midi" or (row["n_spans"] == 1 and "features" in (payload or {})):
-                self._finish(row, meta, payload)
-            else:
-                self._add_span(row, meta, payload)
-        if len(self._ready) >= self.rows_per_part or time.monotonic() - self._last_flush > self.flush_interval_s:
-            self.flush()
+            result = pickle.loads(row["payload"])  # trusted: made by the caller in this process
+            finished.append(Finished(row["content_hash"], row["kind"], row["path"], int(row["size_bytes"]), meta,
+                                     result))
+        self.store(finished)
 
-    def _add_span(self, row: dict[str, Any], meta: dict[str, Any], payload: Any) -> None:
-        h = row["content_hash"]
-        self._spans.setdefault(h, {})[row["span_index"]] = payload["span"]
-        if row["n_spans"] > 0:
-            self._n_spans[h] = row["n_spans"]
-        n = self._n_spans.get(h)
-        if n is None or len(self._spans[h]) < n:
-            return
-        from actors.stages import track_result
-
-        spans = self._spans.pop(h)
-        del self._n_spans[h]
-        try:
-            result = track_result(self._joiner().finalize_track([spans[i] for i in range(n)]), self.dsp)
-        except Exception as exc:  # noqa: BLE001 - a per-file boundary, like actors/stages.py: one error row
-            self.error(row["path"], h, "features", f"could not join the spans of a long file: {exc}")
-            return
-        self._finish(row, meta, result)
-
-    def _finish(self, row: dict[str, Any], meta: dict[str, Any], result: Any) -> None:
-        self._ready.append(Finished(row["content_hash"], row["kind"], row["path"], row["size_bytes"], meta, result))
-
-    def _joiner(self) -> Any:
-        """A CPU extractor on the driver, only to join spans (tempo + summaries: cheap)."""
-        if self._extractor is None:
-            from actors.config import BatchConfig
-            from actors.features import FeatureExtractor
-
-            self._extractor = FeatureExtractor(self.dsp, BatchConfig(device="cpu"))
-        return self._extractor
+    def _store_now(self, ready: list[Finished]) -> None:
+        parts = write_parts(self.out_dir, part_name(self.run_id), ready, self.versions, self.dsp.sample_rate)
+        row = receipt_row(worker="driver", parts=parts, ready=ready, errors=[], batches=[], versions=self.versions,
+                          sample_rate=self.dsp.sample_rate)
+        self._commit(json.loads(row["receipt"]), row["codes"])
 
     def error(self, path: str, content_hash: str, stage: str, reason: str, *, counted: bool = True) -> None:
-        """Record a failed file, and every other path holding the same bytes."""
+        """Record a failed file, and every other path holding the same bytes (committed with the
+        next receipt, or by :meth:`flush`)."""
         paths = {p for p, _, _ in self.paths_by_hash.get(content_hash, [])} if content_hash else set()
         for p in sorted(paths | {path}):
             self._errors.append({"path": p, "content_hash": content_hash or "", "stage": stage, "reason": reason})
@@ -151,23 +118,10 @@ class ResultSink:
         if self.metrics is not None:
             self.metrics.error(stage)
 
-    def _take_worker_log(self, text: str) -> None:
-        info = json.loads(text)
-        for batch in info.get("batches", []):
-            rec = dict(batch, actor=info.get("worker", "?"))
-            self._batch_logs.append(rec)
-            self._recent.append(rec)
-            if self.metrics is not None:
-                self.metrics.batch(info.get("worker", "?"), int(rec.get("n_tracks", 0)), int(rec.get("peak_bytes", 0)))
-
     @property
     def done_so_far(self) -> int:
-        """Tracks finished, committed or waiting for the next part."""
+        """Tracks committed (or, in process, waiting for their part)."""
         return self.counts.done + len(self._ready)
-
-    @property
-    def pending_spans(self) -> int:
-        return len(self._spans)
 
     @property
     def recent_batches(self) -> list[dict[str, Any]]:
@@ -175,34 +129,37 @@ class ResultSink:
 
     # -- output ---------------------------------------------------------
     def flush(self) -> None:
-        self._last_flush = time.monotonic()
-        ready, self._ready = self._ready, []
+        """Commit what waits: in-process tracks and driver-side error rows."""
+        if self._ready:
+            ready, self._ready = self._ready, []
+            self._store_now(ready)
+        if self._errors:
+            self._commit({"parts": [], "tracks": [], "errors": [], "batches": []}, b"")
+
+    def _commit(self, receipt: dict[str, Any], blob: bytes) -> None:
+        worker = str(receipt.get("worker", "?"))
+        for e in receipt.get("errors", []):
+            self.error(e["path"], e["content_hash"], e["stage"], e["reason"])
+        tracks = receipt.get("tracks", [])
+        parts = [tuple(p) for p in receipt.get("parts", [])]
+        batches = [dict(b, actor=worker) for b in receipt.get("batches", [])]
         errors, self._errors = self._errors, []
-        logs, self._batch_logs = self._batch_logs, []
-        if not ready and not errors and not logs:
+        if not (tracks or parts or errors or batches):
             return
-        parts: list[tuple[str, str, int]] = []
-        if ready:
-            name = f"part-{self.run_id[:12]}-{self._seq:05d}"
-            self._seq += 1
-            for dataset, table in self._tables(ready).items():
-                if table.num_rows:
-                    parts.append((write_part(self.out_dir, dataset, name, table), dataset, table.num_rows))
-            if any(f.kind == "midi" for f in ready):
-                self._write_vocab()
-        unrecorded = sorted({f.kind for f in ready if self.versions[f.kind] not in self._settings_recorded})
+        codes = np.frombuffer(blob, dtype="<u4")
+        unrecorded = sorted({t["kind"] for t in tracks if t["features_version"] not in self._settings_recorded})
         with Session(self.engine) as s, s.begin():
             for kind in unrecorded:
                 # A MIDI version depends on the frame rate alone: any run's settings of that rate describe it.
                 record_settings(s, self.versions[kind], kind, self.dsp)
             for rel, dataset, n in parts:
-                s.add(ParquetPart(name=rel, dataset=dataset, run_id=self.run_id, n_rows=n))
+                s.add(ParquetPart(name=rel, dataset=dataset, run_id=self.run_id, n_rows=int(n)))
             frames_part = next((rel for rel, ds, _ in parts if ds == "frames"), None)
-            for f in ready:
-                self._store_track(s, f, frames_part)
+            for t in tracks:
+                self._store_track(s, t, codes, frames_part)
             for e in errors:
                 self._store_error(s, e)
-            for rec in logs:
+            for rec in batches:
                 s.add(BatchLog(run_id=self.run_id, actor=str(rec.get("actor", "?"))[:64],
                                device=str(rec.get("device", "cpu"))[:16], n_tracks=int(rec.get("n_tracks", 0)),
                                audio_seconds=float(rec.get("audio_seconds", 0.0)),
@@ -210,81 +167,52 @@ class ResultSink:
                                budget_bytes=int(rec.get("budget_bytes", 0)), peak_bytes=int(rec.get("peak_bytes", 0))))
             run = s.get(Run, self.run_id)
             if run is not None:
-                run.n_done += len(ready)
+                run.n_done += len(tracks)
                 run.n_errors += len(errors)
-                run.audio_seconds += sum(self._duration(f) for f in ready if f.kind == "audio")
+                run.audio_seconds += sum(float(t["duration_s"]) for t in tracks if t["kind"] == "audio")
                 run.updated_at = utcnow()
         self._settings_recorded.update(self.versions[k] for k in unrecorded)
-        for f in ready:
+        for rec in batches:
+            self._recent.append(rec)
+            if self.metrics is not None:
+                self.metrics.batch(worker, int(rec.get("n_tracks", 0)), int(rec.get("peak_bytes", 0)))
+        for t in tracks:
             self.counts.done += 1
-            if f.kind == "audio":
-                secs = self._duration(f)
-                self.counts.audio_seconds += secs
-                if self.metrics is not None:
-                    self.metrics.track_done(secs)
-        if self.on_commit is not None and ready:
-            self.on_commit(ready)
+            if t["kind"] == "audio":
+                self.counts.audio_seconds += float(t["duration_s"])
+            if self.metrics is not None:
+                self.metrics.track_done(float(t["duration_s"]) if t["kind"] == "audio" else 0.0)
 
-    def _write_vocab(self) -> None:
-        """The token vocabulary beside the tokens parts (same tokenizer for every row of a version)."""
-        path = self.out_dir / "tokens" / "vocab.json"
-        if path.exists():
-            return
-        from actors.midi.analysis import vocab_json
-
-        tmp = path.with_name(".vocab.json.tmp")
-        tmp.write_text(vocab_json())
-        tmp.replace(path)
-
-    def _duration(self, f: Finished) -> float:
-        if f.kind == "midi":
-            return float(f.result.duration_s)
-        return float(f.result["features"].n_samples) / self.dsp.sample_rate
-
-    def _store_track(self, s: Session, f: Finished, frames_part: str | None) -> None:
-        version = self.versions[f.kind]
-        old = s.scalar(select(Track).where(Track.content_hash == f.content_hash))
+    def _store_track(self, s: Session, t: dict[str, Any], codes: np.ndarray, frames_part: str | None) -> None:
+        h = t["content_hash"]
+        old = s.scalar(select(Track).where(Track.content_hash == h))
         if old is not None:  # stale version: replace, never mix
-            s.execute(delete(Fingerprint).where(Fingerprint.content_hash == f.content_hash))
-            s.execute(delete(Feature).where(Feature.content_hash == f.content_hash))
+            s.execute(delete(Fingerprint).where(Fingerprint.content_hash == h))
+            s.execute(delete(Feature).where(Feature.content_hash == h))
             s.delete(old)
             s.flush()
-        meta = f.meta
-        if f.kind == "audio":
-            feats = f.result["features"]
-            n_frames = int(feats.n_frames)
-            s.add(Track(content_hash=f.content_hash, kind="audio", format=str(meta.get("format", ""))[:16],
-                        size_bytes=f.size_bytes, duration_s=self._duration(f),
-                        source_sample_rate=meta.get("source_sample_rate"), channels=meta.get("channels"),
-                        n_frames=n_frames, features_version=version, parquet_part=frames_part, run_id=self.run_id))
-            s.flush()
-            s.add(Feature(content_hash=f.content_hash, frame_rate_hz=float(feats.frame_rate_hz),
-                          tempo_bpm=float(feats.tempo_bpm), onset_mean=float(feats.onset_mean),
-                          onset_std=float(feats.onset_std), harmonic_ratio=float(feats.harmonic_ratio),
-                          rms_mean=float(feats.rms_mean), chroma_mean=[float(x) for x in feats.chroma_mean],
-                          key_estimate=_key_of(feats.chroma_mean)))
-            codes = f.result["fp_codes"]
-            s.add(Fingerprint(content_hash=f.content_hash, version=f.result["fp_version"],
-                              frame_rate_hz=_code_rate(feats), n_codes=int(codes.size), codes=codes.tobytes()))
-        else:
-            m = f.result
-            s.add(Track(content_hash=f.content_hash, kind="midi", format="MIDI", size_bytes=f.size_bytes,
-                        duration_s=float(m.duration_s), n_frames=int(m.chroma.shape[-1]), features_version=version,
-                        parquet_part=frames_part, run_id=self.run_id))
-            s.flush()
-            tempo = float(m.tempo_map[0][1]) if m.tempo_map else 120.0
-            s.add(Feature(content_hash=f.content_hash, frame_rate_hz=float(m.frame_rate_hz), tempo_bpm=tempo,
-                          onset_mean=float(np.mean(m.onset)) if m.onset.size else 0.0,
-                          onset_std=float(np.std(m.onset)) if m.onset.size else 0.0, harmonic_ratio=1.0, rms_mean=0.0,
-                          chroma_mean=[float(x) for x in (m.chroma.mean(axis=1) if m.chroma.size else np.zeros(12))],
-                          key_estimate=m.key, extra=json.loads(json.dumps(m.stats, default=float))))
-        for path, size, mtime in self.paths_by_hash.get(f.content_hash, [(f.path, f.size_bytes, 0)]):
-            stmt = insert(TrackPath).values(path=path, content_hash=f.content_hash, size_bytes=size, mtime_ns=mtime,
+        s.add(Track(content_hash=h, kind=t["kind"], format=str(t["format"])[:16], size_bytes=int(t["size_bytes"]),
+                    duration_s=float(t["duration_s"]), source_sample_rate=t["source_sample_rate"],
+                    channels=t["channels"], n_frames=int(t["n_frames"]), features_version=t["features_version"],
+                    parquet_part=frames_part, run_id=self.run_id))
+        s.flush()
+        f = t["feature"]
+        s.add(Feature(content_hash=h, frame_rate_hz=f["frame_rate_hz"], tempo_bpm=f["tempo_bpm"],
+                      onset_mean=f["onset_mean"], onset_std=f["onset_std"], harmonic_ratio=f["harmonic_ratio"],
+                      rms_mean=f["rms_mean"], chroma_mean=f["chroma_mean"], key_estimate=f["key_estimate"],
+                      extra=f["extra"]))
+        fp = t.get("fp")
+        if fp is not None:
+            c = codes[fp["offset"]:fp["offset"] + fp["n_codes"]]
+            s.add(Fingerprint(content_hash=h, version=fp["version"], frame_rate_hz=fp["frame_rate_hz"],
+                              n_codes=int(fp["n_codes"]), codes=c.astype("<u4").tobytes()))
+        for path, size, mtime in self.paths_by_hash.get(h, [(t["path"], int(t["size_bytes"]), 0)]):
+            stmt = insert(TrackPath).values(path=path, content_hash=h, size_bytes=size, mtime_ns=mtime,
                                             last_seen_run=self.run_id)
             s.execute(stmt.on_conflict_do_update(index_elements=["path"], set_={
-                "content_hash": f.content_hash, "size_bytes": size, "mtime_ns": mtime, "last_seen_run": self.run_id}))
+                "content_hash": h, "size_bytes": size, "mtime_ns": mtime, "last_seen_run": self.run_id}))
         # A file that failed before and now works has no error any more.
-        s.execute(delete(ErrorRow).where(ErrorRow.content_hash == f.content_hash))
+        s.execute(delete(ErrorRow).where(ErrorRow.content_hash == h))
 
     def _store_error(self, s: Session, e: dict[str, Any]) -> None:
         version = self.versions.get("audio", "")
@@ -293,95 +221,3 @@ class ResultSink:
         s.execute(stmt.on_conflict_do_update(index_elements=["path", "content_hash"], set_={
             "stage": e["stage"], "reason": e["reason"], "run_id": self.run_id, "features_version": version,
             "last_seen": utcnow()}))
-
-    def _tables(self, ready: list[Finished]) -> dict[str, pa.Table]:
-        audio = [f for f in ready if f.kind == "audio"]
-        midi = [f for f in ready if f.kind == "midi"]
-        # Each row's own rate: a reader of the frames never assumes the run's (or the default) settings.
-        frames = frames_table(
-            [FrameRow(f.content_hash, "audio", self.versions["audio"], float(f.result["features"].frame_rate_hz),
-                      f.result["features"].chroma, f.result["features"].onset) for f in audio]
-            + [FrameRow(f.content_hash, "midi", self.versions["midi"], float(f.result.frame_rate_hz),
-                        f.result.chroma, f.result.onset) for f in midi])
-        feats = [f.result["features"] for f in audio]
-        tracks = pa.table({
-            "content_hash": [f.content_hash for f in audio],
-            "kind": ["audio"] * len(audio),
-            "path": [f.path for f in audio],
-            "duration_s": pa.array([self._duration(f) for f in audio], pa.float64()),
-            "tempo_bpm": pa.array([float(x.tempo_bpm) for x in feats], pa.float64()),
-            "onset_mean": pa.array([float(x.onset_mean) for x in feats], pa.float64()),
-            "onset_std": pa.array([float(x.onset_std) for x in feats], pa.float64()),
-            "harmonic_ratio": pa.array([float(x.harmonic_ratio) for x in feats], pa.float64()),
-            "rms_mean": pa.array([float(x.rms_mean) for x in feats], pa.float64()),
-            "chroma_mean": list_of_vectors([np.asarray(x.chroma_mean, np.float32) for x in feats], pa.float32()),
-            "key_estimate": [_key_of(x.chroma_mean) for x in feats],
-            "features_version": [self.versions["audio"]] * len(audio),
-        })
-        fps = pa.table({
-            "content_hash": [f.content_hash for f in audio],
-            "version": [f.result["fp_version"] for f in audio],
-            "frame_rate_hz": pa.array([_code_rate(x) for x in feats], pa.float64()),
-            "codes": list_of_vectors([f.result["fp_codes"] for f in audio], pa.uint32()),
-        })
-        out = {"frames": frames, "tracks": tracks, "fingerprints": fps}
-        if midi:
-            out.update(midi_tables([(f.content_hash, f.result) for f in midi],
-                                   features_version=self.versions["midi"]))
-        return out
-
-
-class FrameRow(NamedTuple):
-    """One row of the frames dataset: a track's per-frame chroma and onset strength."""
-
-    content_hash: str
-    kind: str  # audio | midi
-    features_version: str
-    frame_rate_hz: float  # the track's own analysis rate
-    chroma: np.ndarray  # (12, T)
-    onset: np.ndarray  # (T,)
-
-
-def frames_table(rows: Sequence[FrameRow]) -> pa.Table:
-    """The frames dataset (one row per track, chroma stored frame-major) for ``rows``."""
-    chroma = [np.asarray(r.chroma, np.float32).T for r in rows]
-    return pa.table({
-        "content_hash": [r.content_hash for r in rows],
-        "kind": [r.kind for r in rows],
-        "features_version": [r.features_version for r in rows],
-        "frame_rate_hz": pa.array([float(r.frame_rate_hz) for r in rows], pa.float64()),
-        "n_frames": pa.array([c.shape[0] for c in chroma], pa.int32()),
-        "chroma": list_of_matrices(chroma, 12),
-        "onset": list_of_vectors([np.asarray(r.onset, np.float32) for r in rows], pa.float32()),
-    })
-
-
-def midi_tables(items: list[tuple[str, Any]], *, features_version: str) -> dict[str, pa.Table]:
-    """The midi_notes and tokens datasets for (content_hash, MidiAnalysis) pairs; every row
-    carries ``features_version`` so readers keep only a track's current rows."""
-    hashes = [h for h, _ in items]
-    notes = [a.notes for _, a in items]
-    versions = [features_version] * len(items)
-    cols: dict[str, Any] = {"content_hash": hashes, "features_version": versions}
-    for name, typ in (("pitch", pa.int16()), ("start", pa.float32()), ("end", pa.float32()),
-                      ("velocity", pa.int16()), ("program", pa.int16()), ("is_drum", pa.bool_())):
-        cols[name] = list_of_vectors([np.asarray(n[name]) for n in notes], typ)
-    tokens = pa.table({
-        "content_hash": hashes,
-        "features_version": versions,
-        "tokenizer": [a.tokenizer_name for _, a in items],
-        "n_tokens": pa.array([len(a.tokens) for _, a in items], pa.int32()),
-        "tokens": list_of_vectors([np.asarray(a.tokens, np.int32) for _, a in items], pa.int32()),
-    })
-    return {"midi_notes": pa.table(cols), "tokens": tokens}
-
-
-def _code_rate(feats: Any) -> float:
-    """Fingerprint codes per second of a track: one code every DECIMATE analysis frames."""
-    return float(feats.frame_rate_hz) / DECIMATE
-
-
-def _key_of(chroma_mean: Any) -> str:
-    from actors.midi.analysis import estimate_key
-
-    return estimate_key(np.asarray(chroma_mean, dtype=np.float64))

@@ -1,25 +1,24 @@
 """Numbered Parquet parts under the output folder.
 
-A part is written to a hidden temp file and renamed into place, then listed
-in SQLite (table parquet_parts) in the same transaction as its rows. A part
-on disk but not in that table is the leftover of a crash between the two
-steps; ``remove_orphans`` deletes it before the next run writes anything.
+A part is written (by a worker, actors.results) to a hidden temp file and renamed
+into place, then listed in SQLite (table parquet_parts) by the driver in the same
+transaction as its rows. A part on disk but not in that table is the leftover
+of a crash between the two steps; ``remove_orphans`` deletes it before the next
+run writes anything, ``remove_run_leftovers`` those of a run at its end.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import shutil
 from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from actors.errors import ChromarayError
 
-__all__ = ["DATASETS", "list_of_matrices", "list_of_vectors", "prepare_out_dir", "remove_orphans", "write_part"]
+# Workers write the parts (actors.results); the driver lists and cleans them up.
+from actors.results import DATASETS, list_of_matrices, list_of_vectors, write_part
 
-DATASETS = ("frames", "tracks", "fingerprints", "midi_notes", "tokens")
+__all__ = ["DATASETS", "list_of_matrices", "list_of_vectors", "prepare_out_dir", "remove_orphans",
+           "remove_run_leftovers", "write_part"]
 
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:
@@ -31,17 +30,6 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
     if not os.access(p, os.W_OK | os.X_OK):
         raise ChromarayError(f"output directory {p} is not writable")
     return p
-
-
-def write_part(out_dir: Path, dataset: str, name: str, table: pa.Table) -> str:
-    """Write ``table`` as ``<out>/<dataset>/<name>.parquet`` atomically; returns the relative name."""
-    folder = out_dir / dataset
-    folder.mkdir(parents=True, exist_ok=True)
-    rel = f"{dataset}/{name}.parquet"
-    tmp = folder / f".{name}.parquet.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, out_dir / rel)
-    return rel
 
 
 def remove_orphans(out_dir: Path, committed: set[str]) -> list[str]:
@@ -58,18 +46,24 @@ def remove_orphans(out_dir: Path, committed: set[str]) -> list[str]:
     return removed
 
 
-def list_of_matrices(mats: Sequence[np.ndarray], width: int, value_type: pa.DataType | None = None) -> pa.Array:
-    """list<fixed_size_list<value, width>> from arrays shaped (n_i, width) (values: float32 unless given)."""
-    value_type = pa.float32() if value_type is None else value_type
-    offsets = np.zeros(len(mats) + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum([m.shape[0] for m in mats])
-    flat = np.concatenate([np.asarray(m).reshape(-1) for m in mats]) if mats else np.zeros(0)
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=value_type), width)
-    return pa.ListArray.from_arrays(pa.array(offsets), inner)
+def remove_run_leftovers(out_dir: Path, run_id: str, committed: set[str]) -> list[str]:
+    """At the end of a run: the parts of this run that no committed row lists (a worker died
+    between writing them and returning its receipt; its retry wrote others), and the run's
+    crash journal. Only this run's names (``part-<run id[:12]>-``) are touched."""
+    from actors.stages import ATTEMPTS_DIR
 
-
-def list_of_vectors(vecs: Sequence[np.ndarray], value_type: pa.DataType) -> pa.Array:
-    offsets = np.zeros(len(vecs) + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum([len(v) for v in vecs])
-    flat = np.concatenate([np.asarray(v).reshape(-1) for v in vecs]) if vecs else np.zeros(0)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
+    prefix = f"part-{run_id[:12]}-"
+    removed = []
+    for dataset in DATASETS:
+        folder = out_dir / dataset
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.iterdir()):
+            rel = f"{dataset}/{f.name}"
+            mine = (f.name.startswith(prefix) and f.suffix == ".parquet" and rel not in committed) or (
+                f.name.startswith(f".{prefix}") and f.name.endswith(".parquet.tmp"))
+            if mine:
+                f.unlink(missing_ok=True)
+                removed.append(rel)
+    shutil.rmtree(out_dir / ATTEMPTS_DIR / run_id, ignore_errors=True)
+    return removed

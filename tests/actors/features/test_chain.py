@@ -147,6 +147,32 @@ def test_per_span_reference_differs_only_in_onset(extractor):
     assert_same(exact, whole)
 
 
+@pytest.mark.parametrize("size", [16, 37, 50])
+def test_one_pass_spans_equal_the_reference_pass(extractor, size):
+    """Deferred onset (one decode pass over a long file): the spans' own references give the
+    track's top_db reference, and the onset then equals extract_span's with the pre-pass
+    reference exactly, on a signal whose quiet part the reference changes."""
+    y = np.concatenate([1e-5 * sg.music(seconds=2.0, seed=3), sg.music(seconds=1.5)])  # quiet first: late max
+    n_frames = track_frames(len(y), DSP)
+    ref = extractor._track_ref_db(y, 50)
+    exact, deferred = [], []
+    for f0 in range(0, n_frames, size):
+        f1 = min(n_frames, f0 + size)
+        a, b = span_window(f0, f1, DSP)
+        window, kw = y[max(a, 0):min(b, len(y))], {"window_start": max(a, 0), "first_frame": f0, "stop_frame": f1}
+        # the streaming decoder knows the total only for the last spans
+        total = len(y) if b >= len(y) else None
+        exact.append(extractor.extract_span(window, total_samples=total, ref_db=ref, **kw))
+        deferred.append(extractor.extract_span_deferred(window, total_samples=total, **kw))
+    assert max(m.ref_db for _, m in deferred) == pytest.approx(ref, abs=0)
+    assert deferred[0][1].ref_db < ref - 30  # the first span alone would clip differently
+    for (span, mel), want in zip(deferred, exact):
+        span.onset = extractor.span_onset(mel, max(m.ref_db for _, m in deferred))
+        np.testing.assert_array_equal(span.onset, want.onset)
+        np.testing.assert_array_equal(span.chroma, want.chroma)
+    assert_same(extractor.finalize_track([s for s, _ in deferred]), extractor([y])[0])
+
+
 def test_span_window_and_errors(extractor):
     a, b = span_window(0, 10, DSP)
     assert a < 0 and b > 9 * DSP.hop_length
