@@ -824,12 +824,12 @@ def _token_batches(seed: int, n_steps: int, batch: int, seq_len: int) -> list[An
 
 def _train(model: Any, batches: list[Any], *, device: Any, precision: str, lr: float,
            watch: Callable[[], dict[str, float]] | None = None) -> dict[str, Any]:
-    """Training steps as actors/train/loop.py takes them (AdamW, autocast, GradScaler for fp16,
+    """Training steps through the loop's own ``train_step`` (AdamW, autocast, GradScaler for fp16,
     gradient clipping); ``watch`` is called after each backward (gradient norms)."""
     import torch
 
     from actors.train.config import LoopConfig
-    from actors.train.models import sequence_loss, split_batch
+    from actors.train.models import split_batch, train_step
 
     defaults: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(LoopConfig)}
     params = [p for p in model.parameters() if p.requires_grad]
@@ -845,22 +845,9 @@ def _train(model: Any, batches: list[Any], *, device: Any, precision: str, lr: f
     try:
         for x in batches:
             inputs, targets = split_batch(x.to(device))
-            with torch.autocast(device_type=device.type, dtype=amp, enabled=amp is not None):
-                loss = sequence_loss("tokens", model(inputs), targets)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            if watch is not None:
-                watched.append(watch())
-            torch.nn.utils.clip_grad_norm_(params, float(defaults["grad_clip"]))
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
+            loss = train_step(model, "tokens", inputs, targets, optimizer=opt, params=params,
+                              grad_clip=float(defaults["grad_clip"]), amp_dtype=amp, scaler=scaler,
+                              after_backward=None if watch is None else lambda: watched.append(watch()))
             losses.append(float(loss.detach().float()))
     finally:
         handle.remove()

@@ -36,7 +36,7 @@ import torch
 
 from actors.errors import ChromarayError
 from actors.train.config import FaultInjection, LoopConfig
-from actors.train.models import build_model, items_in, load_model, save_model, sequence_loss, split_batch
+from actors.train.models import build_model, items_in, load_model, save_model, sequence_loss, split_batch, train_step
 
 __all__ = ["LOOP_CONFIG_KEY", "loop_config_of", "train_loop_per_worker"]
 
@@ -189,21 +189,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                                               local_shuffle_seed=epoch * world + rank):
             n_batches += 1
             inputs, targets = split_batch(batch["x"])
-            model.train()
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = sequence_loss(task, model(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            loss = train_step(model, task, inputs, targets, optimizer=optimizer, params=params,
+                              grad_clip=cfg.grad_clip, amp_dtype=amp_dtype, scaler=scaler)
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
             step += 1

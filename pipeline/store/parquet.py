@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from actors.errors import ChromarayError
@@ -32,17 +33,21 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
     return p
 
 
-def remove_orphans(out_dir: Path, committed: set[str]) -> list[str]:
-    removed = []
+def _dataset_files(out_dir: Path) -> Iterator[tuple[str, Path]]:
+    """(name relative to ``out_dir``, path) of every file in the dataset folders."""
     for dataset in DATASETS:
         folder = out_dir / dataset
-        if not folder.is_dir():
-            continue
-        for f in sorted(folder.iterdir()):
-            rel = f"{dataset}/{f.name}"
-            if (f.suffix == ".parquet" and rel not in committed) or f.name.endswith(".parquet.tmp"):
-                f.unlink(missing_ok=True)
-                removed.append(rel)
+        if folder.is_dir():
+            for f in sorted(folder.iterdir()):
+                yield f"{dataset}/{f.name}", f
+
+
+def remove_orphans(out_dir: Path, committed: set[str]) -> list[str]:
+    removed = []
+    for rel, f in _dataset_files(out_dir):
+        if (f.suffix == ".parquet" and rel not in committed) or f.name.endswith(".parquet.tmp"):
+            f.unlink(missing_ok=True)
+            removed.append(rel)
     return removed
 
 
@@ -54,16 +59,11 @@ def remove_run_leftovers(out_dir: Path, run_id: str, committed: set[str]) -> lis
 
     prefix = f"part-{run_id[:12]}-"
     removed = []
-    for dataset in DATASETS:
-        folder = out_dir / dataset
-        if not folder.is_dir():
-            continue
-        for f in sorted(folder.iterdir()):
-            rel = f"{dataset}/{f.name}"
-            mine = (f.name.startswith(prefix) and f.suffix == ".parquet" and rel not in committed) or (
-                f.name.startswith(f".{prefix}") and f.name.endswith(".parquet.tmp"))
-            if mine:
-                f.unlink(missing_ok=True)
-                removed.append(rel)
+    for rel, f in _dataset_files(out_dir):
+        mine = (f.name.startswith(prefix) and f.suffix == ".parquet" and rel not in committed) or (
+            f.name.startswith(f".{prefix}") and f.name.endswith(".parquet.tmp"))
+        if mine:
+            f.unlink(missing_ok=True)
+            removed.append(rel)
     shutil.rmtree(out_dir / ATTEMPTS_DIR / run_id, ignore_errors=True)
     return removed

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ from actors.config import Settings, require, require_positive
 from actors.errors import ChromarayError
 
 __all__ = ["ARCHS", "N_FRAME_FEATURES", "TASKS", "ModelSpec", "SequenceModel", "build_model", "items_in",
-           "load_model", "save_model", "sequence_loss", "split_batch"]
+           "load_model", "save_model", "sequence_loss", "split_batch", "train_step"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,34 @@ def sequence_loss(task: str, pred: torch.Tensor, target: torch.Tensor) -> torch.
     if task == "tokens":
         return F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), target.reshape(-1))
     return F.mse_loss(pred.float(), target.float())
+
+
+def train_step(model: nn.Module, task: str, inputs: torch.Tensor, targets: torch.Tensor, *,
+               optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], grad_clip: float,
+               amp_dtype: torch.dtype | None = None, scaler: Any = None,
+               after_backward: Callable[[], object] | None = None) -> torch.Tensor:
+    """One optimizer step (the Ray Train loop's and the GPU check's): autocast forward at
+    ``amp_dtype`` (None = full precision), backward through ``scaler`` for fp16, gradient
+    clipping, step. ``after_backward`` sees the unscaled gradients. Returns the loss."""
+    model.train()
+    device_type = inputs.device.type
+    with torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        loss = sequence_loss(task, model(inputs), targets)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if after_backward is not None:
+        after_backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return loss
 
 
 def items_in(task: str, target: torch.Tensor) -> int:
