@@ -8,11 +8,8 @@ Reports wall time, audio throughput, the CPU of every process during each run, a
 two-node/one-node ratio of mean throughputs (target >= 1.7x). (The job's ``progress`` rows are
 no steady-rate clock at this size: they move in bursts.)
 
-Config: both runs use the same settings, the shipping ones, except on a pipeline that still runs
-decoding as separate tasks (``PipelineConfig`` has ``decode_cpus``): there a 1-CPU node stalls
-(the 1-CPU feature actor holds the node's only CPU, and no 0.5-CPU decode task can start), so
-``pipeline.feature_cpus=0.5`` is set. ``--defaults`` never sets it (a run that fails or times out
-is reported as such); ``--pipeline KEY=VALUE`` sets others (``CHROMARAY_PIPELINE__KEY``).
+Config: both runs use the same settings, the shipping ones; ``--pipeline KEY=VALUE`` sets others
+(``CHROMARAY_PIPELINE__KEY``). A run that fails or times out is reported as such.
 
 The nodes are stopped by killing exactly the processes this benchmark started (this process is
 their child subreaper), on success and on failure alike: ``ray stop`` would also stop every
@@ -124,15 +121,6 @@ class LocalCluster:
             time.sleep(1.0)
 
 
-def separate_decode_tasks() -> bool:
-    """True for a pipeline that decodes in tasks of their own beside the feature actors."""
-    import dataclasses
-
-    from pipeline.config import PipelineConfig
-
-    return "decode_cpus" in {f.name for f in dataclasses.fields(PipelineConfig)}
-
-
 def input_blocks(n_files: int, settings: dict[str, str]) -> int:
     """The fewest input blocks of the job's manifest (at most ``pipeline.files_per_shard`` files each)."""
     from pipeline.config import PipelineConfig
@@ -173,7 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=None, help="runs per cluster, alternating (default 2; --quick 1)")
     ap.add_argument("--object-store-mb", type=int, default=400, help="object store of each node (MB)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one job may take (default 300)")
-    ap.add_argument("--defaults", action="store_true", help="the shipping pipeline config (no feature_cpus=0.5)")
     ap.add_argument("--pipeline", action="append", default=[], metavar="KEY=VALUE",
                     help="a pipeline setting for both runs (repeatable)")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
@@ -199,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.repeat = max(1, args.repeat or (1 if args.quick else 2))
     become_subreaper()
-    settings = {} if args.defaults or not separate_decode_tasks() else {"feature_cpus": "0.5"}
+    settings: dict[str, str] = {}
     for kv in args.pipeline:
         key, sep, value = kv.partition("=")
         if not sep:

@@ -115,7 +115,7 @@ def test_sigkill_of_a_feature_worker_mid_run(fault_library, tmp_path):
     try:
         wait_for(lambda: committed_tracks(db) >= 2, while_alive=run, what="two committed tracks")
         workers = wait_for(lambda: feature_workers(run.pid), timeout=60, while_alive=run,
-                           what="a FeatureStage worker process")
+                           what="an AnalyzeStage worker process")
         before = committed_tracks(db)
         workers[0].kill()
         assert run.wait() == 0, run.stderr[-3000:]
