@@ -88,7 +88,8 @@ def run_fingerprint(inputs: Sequence[str], *, db: str, out: str, cfg: ChromarayC
             log(f"removed {len(removed)} Parquet part(s) left by an interrupted run")
         known = {p: (sz, mt, h) for p, sz, mt, h in _known_paths(engine)}
         manifest = build_manifest(files, known)
-        plan = plan_work(engine, manifest, inputs, versions, retry_errors=retry_errors)
+        plan = plan_work(engine, manifest, inputs, versions, retry_errors=retry_errors,
+                         skipped_paths=[skip.path for skip in found.skipped])
         apply_path_changes(engine, plan, run_id)
         summary.skipped, summary.known_errors = plan.skipped, plan.known_errors
         summary.path_updates = len(plan.path_updates)

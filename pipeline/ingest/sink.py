@@ -206,13 +206,16 @@ class ResultSink:
             c = codes[fp["offset"]:fp["offset"] + fp["n_codes"]]
             s.add(Fingerprint(content_hash=h, version=fp["version"], frame_rate_hz=fp["frame_rate_hz"],
                               n_codes=int(fp["n_codes"]), codes=c.astype("<u4").tobytes()))
-        for path, size, mtime in self.paths_by_hash.get(h, [(t["path"], int(t["size_bytes"]), 0)]):
+        paths = self.paths_by_hash.get(h, [(t["path"], int(t["size_bytes"]), 0)])
+        for path, size, mtime in paths:
             stmt = insert(TrackPath).values(path=path, content_hash=h, size_bytes=size, mtime_ns=mtime,
                                             last_seen_run=self.run_id)
             s.execute(stmt.on_conflict_do_update(index_elements=["path"], set_={
                 "content_hash": h, "size_bytes": size, "mtime_ns": mtime, "last_seen_run": self.run_id}))
-        # A file that failed before and now works has no error any more.
-        s.execute(delete(ErrorRow).where(ErrorRow.content_hash == h))
+        # Content that failed before and now works has no error any more, and neither has a path that
+        # now holds working content (an earlier unreadable file, a dangling link since fixed).
+        s.execute(delete(ErrorRow).where(
+            (ErrorRow.content_hash == h) | ErrorRow.path.in_(sorted({p for p, _, _ in paths}))))
 
     def _store_error(self, s: Session, e: dict[str, Any]) -> None:
         version = self.versions.get("audio", "")
