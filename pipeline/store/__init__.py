@@ -33,7 +33,7 @@ from pipeline.store.models import (
     TrainMetric,
     utcnow,
 )
-from pipeline.store.runs import WriterBusy, claim_run, list_runs, liveness
+from pipeline.store.runs import WriterBusy, adopt_run, claim_run, list_runs, liveness
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -54,6 +54,7 @@ __all__ = [
     "TrackPath",
     "TrainMetric",
     "WriterBusy",
+    "adopt_run",
     "check_schema",
     "claim_run",
     "finish_run",

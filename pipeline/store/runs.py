@@ -48,8 +48,8 @@ from actors.errors import ChromarayError
 from pipeline.store.models import Run, utcnow
 
 __all__ = ["HEARTBEAT_S", "LEGACY_STALE_S", "LOCK_NAME", "STALE_S", "FolderBusy", "FolderLock", "Heartbeat",
-           "ProcessId", "WriterBusy", "claim_run", "describe", "last_seen", "list_runs", "live_writer", "liveness",
-           "process_alive", "run_rows", "stop_heartbeat", "this_process"]
+           "ProcessId", "WriterBusy", "adopt_run", "claim_run", "describe", "last_seen", "list_runs", "live_writer",
+           "liveness", "process_alive", "run_rows", "stop_heartbeat", "this_process"]
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,19 @@ def claim_run(engine: Engine, kind: str, *, name: str | None = None, config: dic
                          "started_at": now.isoformat(), "db": str(engine.url.database)})
     Heartbeat(engine, run_id, heartbeat_s, folder=folder).start()
     return run_id
+
+
+def adopt_run(engine: Engine, run_id: str, heartbeat_s: float = HEARTBEAT_S) -> None:
+    """Make this process the one behind an existing ``running`` row (a new run without a writer
+    lock, or one resumed by a later process, like ``chromaray train`` with a known name) and start
+    its heartbeat: without it, a resumed run would still name the process that died, and the next
+    claim would store it as ``interrupted`` while it trains; from another host nothing would tell."""
+    me, now = this_process(), utcnow()
+    with engine.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run_id).values(
+            host=me.host, pid=me.pid, pid_started=me.started, heartbeat_at=now, heartbeat_s=heartbeat_s))
+    stop_heartbeat(run_id)
+    Heartbeat(engine, run_id, heartbeat_s).start()
 
 
 class FolderBusy(ChromarayError):

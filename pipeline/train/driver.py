@@ -54,6 +54,7 @@ from actors.train.models import N_FRAME_FEATURES, ModelSpec, load_model, save_mo
 from pipeline.store import (
     Run,
     TrainMetric,
+    adopt_run,
     finish_run,
     new_run,
     open_db,
@@ -545,6 +546,8 @@ def run_training(req: TrainRequest) -> TrainOutcome:
         # Only train is sharded; rank 0 evaluates the whole held-out set at the end.
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
+    # This process stands behind the run now (a resumed run named the one that died), heartbeat included.
+    adopt_run(engine, run_id)
     t1 = time.perf_counter()
     try:
         # fit() is annotated with ray.train.Result, which type checkers resolve to V1's.
