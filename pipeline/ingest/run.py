@@ -25,7 +25,7 @@ from pipeline.ingest.progress import Progress
 from pipeline.ingest.sink import ResultSink
 from pipeline.runtime import STOP_REQUESTED, apply_stage
 from pipeline.store import ParquetPart, Run, TrackPath, claim_run, finish_run, known_parts, open_db, utcnow
-from pipeline.store.parquet import prepare_out_dir, remove_orphans, remove_run_leftovers
+from pipeline.store.parquet import prepare_out_dir, remove_old_journals, remove_orphans, remove_run_leftovers
 
 __all__ = ["RunSummary", "feature_resources", "run_fingerprint"]
 
@@ -86,6 +86,7 @@ def run_fingerprint(inputs: Sequence[str], *, db: str, out: str, cfg: ChromarayC
         removed = remove_orphans(out_dir, known_parts(engine))
         if removed:
             log(f"removed {len(removed)} Parquet part(s) left by an interrupted run")
+        remove_old_journals(out_dir)  # an interrupted run's crash counts never weigh on this one
         known = {p: (sz, mt, h) for p, sz, mt, h in _known_paths(engine)}
         manifest = build_manifest(files, known)
         plan = plan_work(engine, manifest, inputs, versions, retry_errors=retry_errors,

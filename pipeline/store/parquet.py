@@ -18,8 +18,8 @@ from actors.errors import ChromarayError
 # Workers write the parts (actors.results); the driver lists and cleans them up.
 from actors.results import DATASETS, list_of_matrices, list_of_vectors, write_part
 
-__all__ = ["DATASETS", "list_of_matrices", "list_of_vectors", "prepare_out_dir", "remove_orphans",
-           "remove_run_leftovers", "write_part"]
+__all__ = ["DATASETS", "list_of_matrices", "list_of_vectors", "prepare_out_dir", "remove_old_journals",
+           "remove_orphans", "remove_run_leftovers", "write_part"]
 
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:
@@ -49,6 +49,22 @@ def remove_orphans(out_dir: Path, committed: set[str]) -> list[str]:
             f.unlink(missing_ok=True)
             removed.append(rel)
     return removed
+
+
+def remove_old_journals(out_dir: Path) -> int:
+    """Crash journals (``.attempts/<run id>``) of earlier runs that stopped or died before their
+    end; called by a run holding the folder's writer lock, so none of them belongs to a live run.
+    Returns how many were removed."""
+    from actors.stages import ATTEMPTS_DIR
+
+    folder = out_dir / ATTEMPTS_DIR
+    old = sorted(folder.iterdir()) if folder.is_dir() else []
+    for journal in old:
+        if journal.is_dir():
+            shutil.rmtree(journal, ignore_errors=True)
+        else:
+            journal.unlink(missing_ok=True)
+    return len(old)
 
 
 def remove_run_leftovers(out_dir: Path, run_id: str, committed: set[str]) -> list[str]:
