@@ -8,7 +8,8 @@ when a database is opened.
 Versions: 1 had no ``meta`` table; 2 added it; 3 added ``analysis_settings`` (the DSP
 settings of each features version) and fingerprint rows at their true code rate; 4 added the
 process columns of ``runs`` (host, pid, pid_started, heartbeat_at, heartbeat_s) that tell a live
-run from a dead one.
+run from a dead one; 5 added the ``shift`` and ``gap`` columns of ``midi_matches`` (the
+transposition used and the transposition gap that accepted the pair).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 #: Bump when a table changes shape; open_db refuses a newer database and a writer upgrades an older one.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def utcnow() -> dt.datetime:
@@ -273,6 +274,10 @@ class MidiMatchRow(Base):
     midi_end_s: Mapped[float] = mapped_column(Float)
     matcher_version: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # schema 5: the semitones the MIDI file was transposed up by to match (--transpose) and the
+    # transposition gap that accepted the pair (pipeline.midi_match; null in rows of before 5)
+    shift: Mapped[int] = mapped_column(Integer, default=0)
+    gap: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Meta(Base):

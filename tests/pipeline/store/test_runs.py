@@ -104,13 +104,19 @@ def test_claims_from_many_processes_at_once_admit_exactly_one(tmp_path, database
             print("refused", exc, flush=True)
             sys.exit(0)
         print("claimed", rid, flush=True)
-        time.sleep(2.0)  # hold it while the others try
+        while not os.path.exists(sys.argv[3]):  # hold it until the others have tried, however slow they are
+            time.sleep(0.01)
         finish_run(eng, rid, "finished")
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(db), str(go)], cwd=REPO,
+    release = tmp_path / "release"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(db), str(go), str(release)], cwd=REPO,
                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
-    time.sleep(4.0)  # all four imported and waiting
+    time.sleep(1.0)
     go.touch()
+    deadline = time.monotonic() + 60
+    while sum(p.poll() is not None for p in procs) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    release.touch()
     outs = [p.communicate(timeout=60)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     claimed = [o for o in outs if o.startswith("claimed")]
@@ -266,11 +272,11 @@ def test_a_version_3_database_is_read_as_is_and_upgraded_in_place(tmp_path):
     ro.dispose()
 
     eng = open_db(db)
-    assert check_schema(eng, write=False) == SCHEMA_VERSION == 4
+    assert check_schema(eng, write=False) == SCHEMA_VERSION == 5
     assert {"host", "pid", "pid_started", "heartbeat_at", "heartbeat_s"} <= {
         c["name"] for c in inspect(eng).get_columns("runs")}
     with Session(eng) as s:
-        assert s.get_one(Meta, "schema_version").value == "4"
+        assert s.get_one(Meta, "schema_version").value == str(SCHEMA_VERSION)
         row = s.get_one(Run, "old1")
         assert (row.status, row.n_done, row.host, row.updated_at) == ("running", 4, None, old)
     mine = claim_run(eng, "fingerprint")

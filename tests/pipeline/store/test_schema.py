@@ -70,7 +70,7 @@ def test_older_database_is_read_as_is_and_upgraded_by_a_writer(tmp_path, version
     ro.dispose()
 
     rw = open_db(db)
-    assert check_schema(rw, write=False) == SCHEMA_VERSION == 4
+    assert check_schema(rw, write=False) == SCHEMA_VERSION == 5
     with Session(rw) as s:
         assert s.get_one(Meta, "schema_version").value == str(SCHEMA_VERSION)
         stored = {a.features_version: a.dsp for a in s.scalars(select(AnalysisSettings))}
