@@ -207,6 +207,34 @@ class FeatureExtractor:
             return self._compute_frames(Yc, g0=g0, first=first, stop=stop, lengths=lengths,
                                         ref_db=ref_db, defer_onset=defer_onset)
 
+    def _harmonic_power(self, mag: Any, *, lengths: Any, g0: int, first: int, stop: int) -> Any:
+        """Power of the harmonic part (HPSS soft mask) of the target frames [first, stop) of a
+        (B, F, G) magnitude whose frame 0 is track frame ``g0``."""
+        dsp = self.dsp
+        # only the target frames' harmonic mask: the context frames just feed the medians
+        mask_h = hp.harmonic_mask(mag, kernel_size=int(dsp.hpss_kernel_size), power=dsp.hpss_power,
+                                  margin=float(dsp.hpss_margin), lengths=lengths, frame_offset=g0,
+                                  first=first, stop=stop)
+        hpow = mag[..., first - g0: stop - g0] * mask_h
+        del mask_h
+        hpow *= hpow
+        return hpow
+
+    def clip_chroma(self, y: np.ndarray) -> np.ndarray:
+        """Harmonic chroma (12, T) of one short signal (a query clip), exactly as the whole-track
+        path computes it, without what a query does not need (percussive power, mel spectrogram,
+        onset, tempo, the memory probe): about a fifth of a 10 s clip's analysis time."""
+        xp, dsp = self.xp, self.dsp
+        half = dsp.n_fft // 2
+        host = np.zeros((1, len(y) + 2 * half), dtype=np.float32)
+        host[0, half: half + len(y)] = y
+        t = track_frames(len(y), dsp)
+        with _single_threaded_blas():
+            mag = xp.abs(stft(xp.asarray(host), n_fft=dsp.n_fft, hop_length=dsp.hop_length, center=False))
+            hpow = self._harmonic_power(mag, lengths=xp.asarray([t], dtype=xp.int64), g0=0, first=0, stop=t)
+            chroma = chroma_from_power(hpow, self.chroma_fb)
+        return np.ascontiguousarray(to_numpy(chroma.astype(xp.float32))[0])
+
     def _compute_frames(self, Yc: Any, *, g0: int, first: int, stop: int,
                         lengths: np.ndarray, ref_db: Any, defer_onset: bool = False) -> dict[str, np.ndarray]:
         xp, dsp = self.xp, self.dsp
@@ -216,14 +244,8 @@ class FeatureExtractor:
         del D
         lens = xp.asarray(lengths, dtype=xp.int64)
         lo, hi = first - g0, stop - g0
-        # only the target frames' harmonic mask: the context frames just feed the medians
-        mask_h = hp.harmonic_mask(mag, kernel_size=int(dsp.hpss_kernel_size), power=dsp.hpss_power,
-                                  margin=float(dsp.hpss_margin), lengths=lens, frame_offset=g0,
-                                  first=first, stop=stop)
+        hpow = self._harmonic_power(mag, lengths=lens, g0=g0, first=first, stop=stop)
         mag_t = mag[..., lo:hi]
-        hpow = mag_t * mask_h
-        del mask_h
-        hpow *= hpow
         chroma = chroma_from_power(hpow, self.chroma_fb)
         hpow_sum = xp.sum(hpow, axis=-2, dtype=xp.float64)
         del hpow

@@ -15,18 +15,19 @@ identify (per clip)
        codes over the whole aligned window, offset refined ±3 frames;
     5. score = (BER + BER of the 12 temporal bits) / 2 (pipeline.search.score); accepted when
        score <= the threshold for the number of compared codes (:func:`accept_threshold`),
-       at least ``min_aligned_codes`` codes. Unless the score is already very low
-       (``early_stop_score``), the clip is tried again at speed factors 1.02 and 0.98
-       (resampled before analysis, which undoes a ±2 % turntable-style speed change in tempo
-       *and* pitch exactly) and the best score wins.
+       at least ``min_aligned_codes`` codes. Without an accepted match at speed 1, the clip is
+       tried again at speed factors 1.02 and 0.98 (resampled before analysis, which undoes a
+       ±2 % turntable-style speed change in tempo *and* pitch exactly); the first speed with an
+       accepted match ends the search.
     6. without an accepted match, music over music (:func:`search_partial`, at speed 1): another
        recording mixed over the target at 0 dB leaves ~0.4 % of the clip's codes intact but ~5 %
        within 2 bits (measured on real tracks, see the #12 note), and the target dominates some
        seconds and not others. So: multi-probe lookups (:func:`probes`, 2 of the 16 least reliable
-       bits), the best-voted (track, offset) cells plus the tracks with most votes at any offset
-       (swept at every alignment), scored on windows of ~1.5 s by the mean of their best half
-       (pipeline.search.score.partial_scores), accepted when that score is low *and* clearly
-       below the track's median over all its alignments (:func:`accepts`).
+       bits); the tracks with most votes (at any offset) and the tracks of the best-voted
+       (track, offset) cells are swept at every alignment (pipeline.search.score.alignment_sweep),
+       scored on windows of ~1.5 s by the mean of their best half; the best track is accepted when
+       that score is low *and* clearly below the best score of every other swept track (the
+       *gap*: a calibration against the clip's other candidates, :func:`accepts`).
     Confidence = 1 - score / 0.5 (1: identical codes, 0: chance level), reported for the match
     (the partial score for a partial match, ``Match.method == "partial"``).
     Every threshold is a field of :class:`pipeline.config.IdentifyConfig`.
@@ -60,10 +61,9 @@ from pipeline.search.index import FingerprintIndex
 from pipeline.search.score import (
     alignment_sweep,
     on_code_grid,
-    partial_scores,
     query_contrast,
+    verify_codes,
     verify_query,
-    window_matrix,
 )
 from pipeline.search.settings import STALE_RATE, UNKNOWN_SETTINGS, group_by_settings
 from pipeline.store import TrackPath
@@ -129,10 +129,11 @@ class Candidate:
     ber: float = 1.0
     n: int = 0
     ber_delta: float = 1.0  # BER of the temporal bits (12-23) alone
-    #: Set by search_partial: score of the clip's agreeing windows, and its contrast with the
-    #: median over all alignments of the track (None: a whole-clip candidate of search).
+    #: Set by search_partial: score of the clip's agreeing windows at the track's best alignment,
+    #: and how much better it is than any other candidate track's best (None: a whole-clip
+    #: candidate of search).
     partial: float | None = None
-    mix_contrast: float = 0.0
+    mix_gap: float = 0.0
 
     @property
     def score(self) -> float:
@@ -190,9 +191,17 @@ def _sorted_unique(x: np.ndarray) -> np.ndarray:
 def _vote(idx: FingerprintIndex, q: np.ndarray, qj: np.ndarray, t: int, live: np.ndarray | None,
           n_best: int) -> list[Candidate]:
     """The ``n_best`` best-voted (track, offset) cells of lookups ``q`` made for query frames
-    ``qj`` (clip of ``t`` frames): one vote per (query frame, track, offset), votes pooled over
-    ±1 frame, cells within 2 codes of a better one of the same track dropped."""
+    ``qj`` (clip of ``t`` frames), see :func:`_cells`."""
     qi, keys, frames = idx.lookup(q, live)
+    return _cells(qi, keys, frames, qj, t, n_best)
+
+
+def _cells(qi: np.ndarray, keys: np.ndarray, frames: np.ndarray, qj: np.ndarray, t: int,
+           n_best: int) -> list[Candidate]:
+    """The ``n_best`` best-voted (track, offset) cells of postings (lookup index ``qi``, track
+    ``keys``, code frame ``frames``) of lookups made for query frames ``qj`` (clip of ``t``
+    frames): one vote per (query frame, track, offset), votes pooled over ±1 frame, cells within
+    2 codes of a better one of the same track dropped."""
     if len(qi) == 0:
         return []
     j = qj[qi].astype(np.int64)
@@ -222,6 +231,18 @@ def _vote(idx: FingerprintIndex, q: np.ndarray, qj: np.ndarray, t: int, live: np
         if len(cands) >= n_best:
             break
     return cands
+
+
+def _track_votes(qi: np.ndarray, keys: np.ndarray, qj: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tracks, votes) from postings of lookups made for query frames ``qj``: one vote per
+    (query frame, track) at any offset, most votes first."""
+    if len(qi) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    per = _sorted_unique(keys.astype(np.int64) * np.int64(t + 1) + qj[qi]) // np.int64(t + 1)
+    starts = np.flatnonzero(np.r_[True, per[1:] != per[:-1]])
+    tracks, votes = per[starts], np.diff(np.r_[starts, len(per)])
+    order = np.argsort(-votes, kind="stable")
+    return tracks[order], votes[order]
 
 
 def _query(chroma: np.ndarray, frame_rate_hz: float,
@@ -266,89 +287,97 @@ def search(idx: FingerprintIndex, chroma: np.ndarray, frame_rate_hz: float, *, c
 
 def search_partial(idx: FingerprintIndex, chroma: np.ndarray, frame_rate_hz: float, *,
                    config: IdentifyConfig = DEFAULTS, live: np.ndarray | None = None) -> Candidate | None:
-    """Music over music: the best (track, offset) by the score of the clip's agreeing windows.
+    """Music over music: the track whose best alignment scores best on the clip's agreeing windows,
+    calibrated against the other candidate tracks' best alignments.
 
-    Candidates come from multi-probe lookups (up to ``config.mix_max_flips`` of the
-    ``config.mix_weak_bits`` least reliable bits flipped: with another song mixed in at 0 dB,
-    ~0.4 % of query codes survive intact but ~5 % within two bits, see the module notes); each
-    is verified on windows of ``config.mix_window`` codes, its score (``Candidate.partial``) the
-    mean of the best ``config.mix_keep`` fraction of them, refined ±3 frames. Its contrast
-    (``Candidate.mix_contrast``) is the median partial score over every alignment of the
-    candidate track minus its own. Returns the lowest partial score (accepted or not, see
-    :func:`accepts`), None without candidates or for a clip shorter than
-    ``config.mix_min_windows`` windows."""
+    Candidates: multi-probe lookups (up to ``config.mix_max_flips`` of the ``config.mix_weak_bits``
+    least reliable bits flipped: with another song mixed in at 0 dB ~0.4 % of query codes survive
+    intact but ~5 % within two bits, see the module notes); the ``config.mix_tracks`` tracks with
+    most votes (one per query frame and track, any offset) and the tracks of the
+    ``config.mix_verify`` best-voted (track, offset) cells. Each candidate track is swept at every
+    alignment and code phase (:func:`pipeline.search.score.alignment_sweep`): windows of
+    ``config.mix_window`` codes, score = mean of the best ``config.mix_keep`` fraction. The best
+    track's score is ``Candidate.partial``; ``Candidate.mix_gap`` is how much better it is than
+    the best alignment of any *other* swept track (tracks that are the same recording as the best
+    one left out): a clip that matches nothing has a best track that only happens to agree a
+    little better than the next, by a margin that does not grow with the library, while a
+    real match stands apart (like the MIDI matcher's transposition gap). With no other track to
+    compare, the gap is taken against the same track's best alignment a clip length away.
+    Returns the best track's candidate (accepted or not, see :func:`accepts`), None without
+    candidates or for a clip shorter than ``config.mix_min_windows`` windows."""
     w = config.mix_window
     codes, rel, valid = _query(chroma, frame_rate_hz, config)
     jj = np.flatnonzero(valid)
     if config.mix_verify == 0 or len(jj) < config.mix_min_windows * w * DECIMATE:
         return None
     q, qj = probes(codes, rel, jj, weak_bits=config.mix_weak_bits, max_flips=config.mix_max_flips)
-    cands = _vote(idx, q, qj, len(codes), live, config.mix_verify)
-    idx.prefetch(c.key for c in cands)
-    scored: list[tuple[float, Candidate]] = []
-    for c in cands:
-        lib = idx.track_codes(c.key)
-        ps = 1.0
-        for o in range(c.offset - 3, c.offset + 4):
-            a, va, d = on_code_grid(codes, valid, o)
-            s = float(partial_scores(window_matrix(a, lib, np.array([d]), va, window=w), config.mix_keep,
-                                     config.mix_min_windows)[0])
-            if s < ps:
-                ps, c.offset = s, o
-        c.partial = ps
-        scored.append((ps, c))
-    # Offset votes scatter when few codes survive; votes per track are steadier. The best-voted
-    # tracks are swept at every alignment and code phase (brute force on a few tracks only).
-    qi, keys, _ = idx.lookup(q, live)
-    if len(qi) and config.mix_tracks:
-        per = _sorted_unique(keys.astype(np.int64) * np.int64(len(codes) + 1) + qj[qi]) // np.int64(len(codes) + 1)
-        starts = np.flatnonzero(np.r_[True, per[1:] != per[:-1]])
-        tracks, votes = per[starts], np.diff(np.r_[starts, len(per)])
-        top = np.argsort(-votes, kind="stable")[: config.mix_tracks]
-        idx.prefetch(int(tracks[i]) for i in top)
-        for i in top:
-            key = int(tracks[i])
-            lib = idx.track_codes(key)
-            for j0 in range(DECIMATE):
-                a, va, _ = on_code_grid(codes, valid, -j0)
-                ds, sweep = alignment_sweep(a, lib, va, window=w, keep=config.mix_keep,
-                                            min_windows=config.mix_min_windows)
-                if len(sweep) == 0:
-                    continue
-                k = int(np.argmin(sweep))
-                c = Candidate(key, int(ds[k]) * DECIMATE - j0, int(votes[i]))
-                c.partial = float(sweep[k])
-                scored.append((c.partial, c))
-    scored.sort(key=lambda sc: sc[0])
-    # The best-scoring candidate that passes the contrast test, else the best-scoring one: the
-    # (costlier) sweep runs only for candidates whose partial score could be accepted.
-    first: Candidate | None = None
-    swept: dict[tuple[int, int], float] = {}  # (track, code phase) -> median partial score
-    for ps, c in scored:
-        if first is not None and ps > config.mix_max_score:
-            break
-        lib = idx.track_codes(c.key)
-        phase = (-c.offset) % DECIMATE
-        if (c.key, phase) not in swept:
-            a, va, _ = on_code_grid(codes, valid, c.offset)
-            _, sweep = alignment_sweep(a, lib, va, window=w, keep=config.mix_keep, min_windows=config.mix_min_windows)
-            real = sweep[sweep < 0.5]
-            swept[(c.key, phase)] = float(np.median(real)) if len(real) else 0.5
-        c.mix_contrast = swept[(c.key, phase)] - ps
-        v = verify_query(codes, valid, lib, c.offset)
-        c.ber, c.n, c.ber_delta = v.ber, v.n, v.ber_delta
-        if first is None:
-            first = c
-        if accepts(c, config):
-            return c
-    return first
+    qi, keys, frames = idx.lookup(q, live)
+    tracks, votes = _track_votes(qi, keys, qj, len(codes))
+    chosen: dict[int, int] = {int(k): int(v) for k, v in zip(tracks[: config.mix_tracks], votes[: config.mix_tracks])}
+    for c in _cells(qi, keys, frames, qj, len(codes), config.mix_verify):
+        chosen.setdefault(c.key, c.votes)
+    if not chosen:
+        return None
+    idx.prefetch(chosen)
+    grids = [on_code_grid(codes, valid, -j0)[:2] for j0 in range(DECIMATE)]
+
+    def sweep_track(key: int, votes: int, phases: Sequence[int],
+                    best: tuple[float, Candidate, np.ndarray, np.ndarray] | None = None
+                    ) -> tuple[float, Candidate, np.ndarray, np.ndarray] | None:
+        lib = idx.track_codes(key)
+        for j0 in phases:
+            a, va = grids[j0]
+            ds, sweep = alignment_sweep(a, lib, va, window=w, keep=config.mix_keep, min_windows=config.mix_min_windows)
+            if len(sweep) == 0:
+                continue
+            k = int(np.argmin(sweep))
+            if best is None or sweep[k] < best[0]:
+                best = (float(sweep[k]), Candidate(key, int(ds[k]) * DECIMATE - j0, votes, partial=float(sweep[k])),
+                        ds, sweep)
+        return best
+
+    # Every other code phase first (neighbouring phases are 23 ms apart, the codes are smoothed
+    # over 0.37 s: their scores differ little); the two best tracks then at all four phases.
+    coarse = list(range(0, DECIMATE, 2))
+    swept = [sb for key, nv in chosen.items() if (sb := sweep_track(key, nv, coarse)) is not None]
+    if not swept:
+        return None
+    swept.sort(key=lambda x: x[0])
+    fine = [j for j in range(DECIMATE) if j not in coarse]
+    swept[:2] = [sweep_track(sb[1].key, sb[1].votes, fine, sb) or sb for sb in swept[:2]]
+    swept.sort(key=lambda x: x[0])
+    top, c, ds1, sw1 = swept[0]
+    lib1 = idx.track_codes(c.key)
+    n_codes = len(grids[0][0])
+    others = [s for s, o, _, _ in swept[1:]
+              if not _same_recording(lib1, c.offset, idx.track_codes(o.key), o.offset, n_codes, config)]
+    if not others:  # one track to compare with: its own best alignment a clip length away
+        d1 = round(c.offset / DECIMATE)
+        far = sw1[np.abs(ds1 - d1) > n_codes]
+        others = [float(far.min())] if len(far) else []
+    c.mix_gap = (min(others) - top) if others else 0.0
+    v = verify_query(codes, valid, lib1, c.offset)
+    c.ber, c.n, c.ber_delta = v.ber, v.n, v.ber_delta
+    return c
+
+
+def _same_recording(lib1: np.ndarray, off1: int, lib2: np.ndarray, off2: int, n_codes: int,
+                    config: IdentifyConfig) -> bool:
+    """Whether track 2 at its best alignment (``off2``) is the same recording as track 1 at
+    ``off1`` over the clip's span of ``n_codes`` codes (a duplicate in the library: it must not
+    count as the competitor that a match has to beat)."""
+    d1, d2 = round(off1 / DECIMATE), round(off2 / DECIMATE)
+    lo1 = max(0, d1)
+    # lib1[lo1 + i] (clip code lo1 + i - d1) against lib2[d2 + lo1 + i - d1]
+    v = verify_codes(lib1[lo1: max(lo1, d1 + n_codes)], lib2, d2 - d1 + lo1)
+    return v.n >= config.min_aligned_codes and v.score <= config.duplicate_score
 
 
 def accepts(c: Candidate, config: IdentifyConfig = DEFAULTS) -> bool:
     """Whether a candidate is a match: by its whole-clip score, or (from :func:`search_partial`)
     by the score of its agreeing windows and their contrast with the track's other alignments."""
     if c.partial is not None:
-        return c.partial <= config.mix_max_score and c.mix_contrast >= config.mix_min_contrast
+        return c.partial <= config.mix_max_score and c.mix_gap >= config.mix_min_gap
     return c.n > 0 and c.score <= accept_threshold(c.n, config)
 
 
@@ -398,17 +427,19 @@ class Identifier:
         return self._settings.skipped_note
 
     # -- features ------------------------------------------------------------------------------
-    def chroma(self, signals: list[np.ndarray], dsp: DSPConfig | None = None) -> list[np.ndarray]:
-        """Harmonic chroma (12, T) of each mono float32 signal (at ``dsp.sample_rate``; default
-        :attr:`dsp`), by the pipeline's feature chain."""
-        from actors.dsp.xp import to_numpy
-
-        dsp = dsp or self.dsp
+    def _extractor(self, dsp: DSPConfig) -> Any:
         if dsp not in self._extractors:
             from actors.features import FeatureExtractor
 
-            self._extractors[dsp] = FeatureExtractor(dsp, BatchConfig())
-        return [to_numpy(f.chroma) for f in self._extractors[dsp](signals)]
+            self._extractors[dsp] = FeatureExtractor(dsp, BatchConfig(device="cpu"))
+        return self._extractors[dsp]
+
+    def chroma(self, signals: list[np.ndarray], dsp: DSPConfig | None = None) -> list[np.ndarray]:
+        """Harmonic chroma (12, T) of each mono float32 signal (at ``dsp.sample_rate``; default
+        :attr:`dsp`), by the pipeline's feature chain (``FeatureExtractor.clip_chroma``: its
+        chroma kernels alone, the same numbers as ``FeatureExtractor(...)(signals)[i].chroma``)."""
+        fx = self._extractor(dsp or self.dsp)
+        return [fx.clip_chroma(np.asarray(y, dtype=np.float32)) for y in signals]
 
     def paths_of(self, content_hash: str) -> list[str]:
         if content_hash not in self._paths:
@@ -438,17 +469,25 @@ class Identifier:
 
     def _identify(self, signal_at: Callable[[int], np.ndarray]) -> Match | None:
         """Search each setting's tracks with the clip analysed by that setting; best score wins.
-        Without an accepted whole-clip match, the clip (at its own speed) is searched again for
-        its agreeing parts (music over music, :func:`search_partial`)."""
+        The other speed factors are tried only when speed 1 gives no accepted match. Without an
+        accepted whole-clip match, the clip (at its own speed) is searched again for its
+        agreeing parts (music over music, :func:`search_partial`)."""
         cfg = self.config
-        timing: dict[str, float] = {"features_s": 0.0, "search_s": 0.0}
+        timing: dict[str, float] = {"decode_s": 0.0, "features_s": 0.0, "search_s": 0.0}
+
+        def decoded(rate: int) -> np.ndarray:
+            t0 = time.perf_counter()
+            y = signal_at(rate)
+            timing["decode_s"] += time.perf_counter() - t0
+            return y
+
         best: tuple[Candidate, float, DSPConfig] | None = None
         plain: dict[DSPConfig, np.ndarray] = {}  # chroma at speed 1, per setting
         for speed in self.speeds:
             for dsp, live in self.groups:
-                y = signal_at(dsp.sample_rate)
-                sig = y if speed == 1.0 else _resample_speed(y, speed, dsp.sample_rate)
+                y = decoded(dsp.sample_rate)
                 t0 = time.perf_counter()
+                sig = y if speed == 1.0 else _resample_speed(y, speed, dsp.sample_rate)
                 chroma = self.chroma([sig], dsp)[0]
                 if speed == 1.0:
                     plain[dsp] = chroma
@@ -458,14 +497,15 @@ class Identifier:
                 timing["search_s"] += time.perf_counter() - t1
                 if cand is not None and (best is None or cand.score < best[0].score):
                     best = (cand, speed, dsp)
-            if best is not None and best[0].score <= cfg.early_stop_score:
+            if best is not None and accepts(best[0], cfg):
                 break
         if (best is None or not accepts(best[0], cfg)) and cfg.mix_verify:
             mixed: tuple[Candidate, float, DSPConfig] | None = None
             for dsp, live in self.groups:
                 if dsp not in plain:
+                    y = decoded(dsp.sample_rate)
                     t0 = time.perf_counter()
-                    plain[dsp] = self.chroma([signal_at(dsp.sample_rate)], dsp)[0]
+                    plain[dsp] = self.chroma([y], dsp)[0]
                     timing["features_s"] += time.perf_counter() - t0
                 t1 = time.perf_counter()
                 cand = search_partial(self.index, plain[dsp], dsp.frame_rate_hz, config=cfg, live=live)

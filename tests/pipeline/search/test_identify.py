@@ -170,3 +170,36 @@ def test_probes_flip_up_to_two_of_the_weakest_bits() -> None:
         assert {int(k) for k in keys[of == j]} == want
     single, _ = probes(codes, rel, frames, weak_bits=6, max_flips=1)
     assert len(single) == 3 * 7
+
+
+def test_clip_chroma_is_the_feature_chains_chroma(library: tuple) -> None:
+    """identify's chroma-only analysis gives exactly the chroma of the pipeline's feature chain."""
+    from actors.config import BatchConfig, DSPConfig
+    from actors.features import FeatureExtractor
+
+    fx = FeatureExtractor(DSPConfig(), BatchConfig(device="cpu"))
+    for clip in (cut(library[2][13], 2.3, 4.0, 77), np.zeros(SR // 2, np.float32)):
+        want = fx([clip])[0].chroma
+        got = fx.clip_chroma(clip)
+        assert got.shape == want.shape and got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+
+
+def test_other_speeds_only_without_an_accepted_match(library: tuple) -> None:
+    """A noisy clip accepted at speed 1 is analysed once, not at every speed factor."""
+    from actors.config import DSPConfig
+
+    ident = Identifier(library[0])
+    calls: list[int] = []
+    chroma = ident.chroma
+
+    def counted(signals: list[np.ndarray], dsp: DSPConfig | None = None) -> list[np.ndarray]:
+        calls.append(len(signals))
+        return chroma(signals, dsp)
+
+    ident.chroma = counted  # type: ignore[method-assign]
+    clip = add_noise(cut(library[2][14], 4.0, 10.0), 0.0, np.random.default_rng(2))
+    m = ident.identify_signal(clip)
+    assert m is not None and m.path == "/music/song14.wav" and m.speed == 1.0
+    assert ident.last_best is not None and ident.last_best[0].score > 0.10  # not a near-perfect match
+    assert len(calls) == 1
