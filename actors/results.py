@@ -27,7 +27,9 @@ __all__ = ["DATASETS", "RECEIPT_SCHEMA", "Finished", "FrameRow", "frames_table",
            "list_of_vectors", "midi_tables", "part_name", "receipt_row", "result_tables", "track_result",
            "track_summary", "write_part", "write_parts"]
 
-DATASETS = ("frames", "tracks", "fingerprints", "midi_notes", "tokens")
+#: Every Parquet dataset under ``--out`` (the last is written by match-midi, not by workers); the
+#: start-up cleanup of a run removes the parts of each that no committed row lists.
+DATASETS = ("frames", "tracks", "fingerprints", "midi_notes", "tokens", "midi_alignments")
 
 #: One row per worker call: ``receipt`` is JSON (parts, tracks, errors, batch records),
 #: ``codes`` the tracks' fingerprint codes back to back (uint32 little-endian; each track

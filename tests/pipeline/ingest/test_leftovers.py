@@ -15,3 +15,26 @@ def test_crash_journals_of_stopped_runs_are_removed_by_the_next_run(tmp_path):
     summary = run_fingerprint([str(music)], db=str(tmp_path / "db.sqlite"), out=str(out), show_progress=False)
     assert summary.discovered == 0
     assert list((out / ATTEMPTS_DIR).iterdir()) == []
+
+
+def test_an_unlisted_alignment_part_is_removed_and_a_listed_one_kept(tmp_path):
+    """match-midi writes midi_alignments parts, then lists them; one a crash left unlisted is a
+    leftover like any worker's part."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sqlalchemy.orm import Session
+
+    from pipeline.store import ParquetPart, open_db
+
+    music, out, db = tmp_path / "music", tmp_path / "out", tmp_path / "db.sqlite"
+    music.mkdir()
+    (out / "midi_alignments").mkdir(parents=True)
+    for name in ("part-listed.parquet", "part-crashed.parquet"):
+        pq.write_table(pa.table({"midi_hash": ["m" * 64]}), out / "midi_alignments" / name)
+    engine = open_db(db)
+    with Session(engine) as s, s.begin():
+        s.add(ParquetPart(name="midi_alignments/part-listed.parquet", dataset="midi_alignments", run_id="m1",
+                          n_rows=1))
+    engine.dispose()
+    run_fingerprint([str(music)], db=str(db), out=str(out), show_progress=False)
+    assert sorted(p.name for p in (out / "midi_alignments").iterdir()) == ["part-listed.parquet"]
