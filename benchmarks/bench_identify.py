@@ -11,9 +11,19 @@ library track, brute-force BER over every alignment. Tracks are split in two: th
 (chromaray's music-over-music ones, fpcalc's BER) are learned on the queries of one half (the
 "learn" split) and the table reports the other half only.
 
-    .venv/bin/python benchmarks/bench_identify.py --quick          # CI size (~10 min on a busy 2-core box)
-    .venv/bin/python benchmarks/bench_identify.py --workdir benchmarks/out/identify-real --reuse-library \
-        --json-out benchmarks/out/identify-real.json
+Music over music: ``--mix-queries`` (20) in-library clips per split for each of mix 0 dB and +3 dB,
+the interfering song another out-of-library recording, and ``--mix-negatives`` (10) mixes of two
+out-of-library recordings; ``--rendered`` (8) FluidSynth renderings of ../shared/data/midi pieces
+join the out-of-library recordings (only 5 real tracks are left out of a 50-track library).
+Offsets: "±1 s" is strict; "rep" also counts an offset whose passage is the same audio as the true
+one (game music loops: the track's codes at both offsets agree like a duplicate's).
+End to end: ``--latency-clips`` (16) 10 s MP3 clips of report-split tracks identified by
+Identifier.identify_file in a fresh process pinned to core ``--latency-cpu`` (JSON
+``latency_10s_clip``: p50/p95 of decode + analysis + search, the first clip's set-up apart).
+
+    .venv/bin/python benchmarks/bench_identify.py --quick          # CI size
+    .venv/bin/python benchmarks/bench_identify.py --queries-per-cond 6 --negatives-per-cond 4 \
+        --workdir benchmarks/out/identify-real --reuse-library --json-out benchmarks/out/identify-real.json
 
 ``--synthetic`` runs the older synthetic-library benchmark (generated songs, libsndfile codecs,
 XOR-masked scale postings) with its own options (``--synthetic --help``).
@@ -275,6 +285,36 @@ def real_tracks(root: Path) -> list[Path]:
     return files
 
 
+#: MIDI files of ../shared/data/midi rendered by FluidSynth as further out-of-library recordings
+#: (negatives and interfering songs): pieces of other composers than the Bach chorales, which
+#: dominate the set.
+RENDERED = ["music21__beethoven__opus18no1__movement3__krn", "music21__corelli__opus3no1__1grave",
+            "music21__haydn__opus1no1__movement4", "music21__leadSheet__berlinAlexandersRagtime",
+            "music21__monteverdi__madrigal.3.10", "music21__mozart__k155__movement1",
+            "music21__mozart__k80__movement3", "music21__schumann_clara__polonaise_op1n1",
+            "music21__trecento__PMFC_06_8-In_Verde_Prato", "music21__monteverdi__madrigal.4.6",
+            "music21__mozart__k156__movement4", "music21__schumann_robert__opus41no1__movement2"]
+
+
+def rendered_tracks(root: Path, cache: Path, n: int) -> list[Path]:
+    """Up to ``n`` FluidSynth renderings (GM soundfont) of RENDERED MIDI files, cached as FLAC
+    under ``cache``; none when FluidSynth, the soundfont or the MIDI files are missing."""
+    from pipeline.synth.render import fluidsynth_available, render_fluidsynth, write_rendering
+
+    midi = root.parent / "shared" / "data" / "midi"
+    if n <= 0 or fluidsynth_available() is not None or not midi.exists():
+        return []
+    cache.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in RENDERED[:n]:
+        path = cache / f"{name}.flac"
+        if not path.exists() and (midi / f"{name}.mid").exists():
+            write_rendering(path, render_fluidsynth((midi / f"{name}.mid").read_bytes(), sample_rate=SR))
+        if path.exists():
+            out.append(path)
+    return out
+
+
 def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` samples of pink (1/f power) Gaussian noise, unit mean square."""
     spec = np.fft.rfft(rng.standard_normal(n))
@@ -371,26 +411,73 @@ def _learn_fpcalc(rows: list[dict]) -> float:
     return round(max(pos) + (neg - max(pos)) / 3, 4) if pos else round(neg - 0.005, 4)
 
 
-def _learn_mix(rows: list[dict]) -> dict:
-    """Music-over-music thresholds (mix_max_score, mix_min_contrast) from the learning split's
-    partial-search candidates: no negative accepted, then most right positives accepted, then
-    the strictest such pair; the contrast gets a margin of 0.01 towards no false accepts."""
+def _learn_mix(rows: list[dict], *, gap_margin: float = 0.01, score_margin: float = 0.005) -> dict:
+    """Music-over-music thresholds (mix_max_score, mix_min_gap) from the learning split's
+    partial-search candidates. Negatives are out-of-library queries and positives whose best track
+    is wrong; no negative may lie within the margins of the accepted region (gap >= min_gap -
+    ``gap_margin`` and score <= max_score + ``score_margin``). For each gap threshold the score
+    threshold is the loosest that keeps that margin (at most 0.40); the pair accepting most
+    right-track positives wins, ties going to the larger gap."""
     cand = [r for r in rows if r.get("partial") is not None]
-    neg = [(r["partial"], r["contrast"]) for r in cand if r["truth"] is None]
-    pos = [(r["partial"], r["contrast"]) for r in cand if r["truth"] is not None and r["right_track"]]
+    neg = [(r["partial"], r["gap"]) for r in cand if r["truth"] is None or not r["right_track"]]
+    pos = [(r["partial"], r["gap"]) for r in cand if r["truth"] is not None and r["right_track"]]
     best = None
-    for ms in np.arange(0.20, 0.401, 0.01):
-        for mc in np.arange(0.05, 0.301, 0.005):
-            if any(p <= ms and c >= mc for p, c in neg):
-                continue
-            hits = sum(p <= ms and c >= mc for p, c in pos)
-            key = (hits, -ms, mc)
-            if best is None or key > best[0]:
-                best = (key, float(ms), float(mc))
+    for mg in np.arange(0.0, 0.151, 0.0025):
+        near = [p for p, g in neg if g >= mg - gap_margin]
+        ms = min(0.40, min(near, default=1.0) - score_margin)
+        if ms <= 0:
+            continue
+        hits = sum(p <= ms and g >= mg for p, g in pos)
+        key = (hits, mg)
+        if best is None or key > best[0]:
+            best = (key, float(ms), float(mg))
     if best is None:
         return {}
-    return {"mix_max_score": round(best[1], 3), "mix_min_contrast": round(best[2] + 0.01, 3),
-            "learn_hits": best[0][0], "learn_pos": len(pos), "learn_neg": len(neg)}
+    return {"mix_max_score": round(best[1], 3), "mix_min_gap": round(best[2], 4),
+            "learn_hits": int(best[0][0]), "learn_pos": len(pos), "learn_neg": len(neg),
+            "margins": {"gap": gap_margin, "score": score_margin}}
+
+
+def latency_clips(files: list[Path], audio: dict, out: Path, n: int, rng: np.random.Generator) -> list[Path]:
+    """``n`` 10 s MP3 clips (libmp3lame 128 kbit/s) cut at random offsets from ``files``."""
+    out.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for k in range(n):
+        y = audio[files[int(rng.integers(len(files)))]]
+        a = int(rng.integers(0, max(1, len(y) - 10 * SR)))
+        path = out / f"clip10-{k:02d}.mp3"
+        ffmpeg_encode(y[a: a + 10 * SR], path, "mp3", np.random.default_rng([k, 128]))
+        clips.append(path)
+    return clips
+
+
+def _latency_run(db: str, clips: list[str], cpu: int) -> dict:
+    """End to end as a user runs it, in a fresh process pinned to one core: the Identifier set up
+    once (what `chromaray identify a b c ...` does), then each clip by identify_file (decode +
+    analysis + search). The first clip pays the feature extractor's set-up: reported apart."""
+    import os
+
+    t0 = time.perf_counter()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    from pipeline.search.identify import Identifier
+    from pipeline.store import open_db
+
+    ident = Identifier(open_db(db, readonly=True))
+    t_open = time.perf_counter() - t0
+    totals, matched = [], 0
+    for c in clips:
+        t1 = time.perf_counter()
+        m = ident.identify_file(c)
+        totals.append(time.perf_counter() - t1)
+        matched += int(m is not None)
+    tm = ident.timings[1:]
+    return {"clips": len(clips), "matched": matched, "cpu": cpu, "import_and_open_ms": 1e3 * t_open,
+            "first_clip_ms": 1e3 * totals[0],
+            "p50_ms": 1e3 * _pct(totals[1:], 50), "p95_ms": 1e3 * _pct(totals[1:], 95),
+            "decode_p50_ms": 1e3 * _pct([t["decode_s"] for t in tm], 50),
+            "features_p50_ms": 1e3 * _pct([t["features_s"] for t in tm], 50),
+            "search_p50_ms": 1e3 * _pct([t["search_s"] for t in tm], 50)}
 
 
 def main_real(args: argparse.Namespace) -> int:
@@ -417,6 +504,8 @@ def main_real(args: argparse.Namespace) -> int:
     out_files = [files[i] for i in order[args.n_library:]]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_identify_real_"))
     work.mkdir(parents=True, exist_ok=True)
+    rendered = rendered_tracks(root, work / "rendered", args.rendered)
+    out_files += rendered
     t0 = time.perf_counter()
     audio = {f: decode(str(f)) for f in lib_files + out_files}
     db = work / f"real-{args.seed}-{args.n_library}.sqlite"
@@ -432,7 +521,8 @@ def main_real(args: argparse.Namespace) -> int:
     hashes = [synthetic_hash(str(f)) for f in lib_files]
     build_s = time.perf_counter() - t0
     print(f"library: {len(lib_files)} real tracks ({sum(len(audio[f]) for f in lib_files) / SR / 60:.1f} min), "
-          f"{len(out_files)} out-of-library; built in {build_s:.0f} s; index {st['postings']} postings",
+          f"{len(out_files)} out-of-library ({len(rendered)} of them FluidSynth renderings); "
+          f"built in {build_s:.0f} s; index {st['postings']} postings",
           file=sys.stderr)
     refs = []
     if have_fpcalc:
@@ -452,7 +542,9 @@ def main_real(args: argparse.Namespace) -> int:
         neg_ids = [i for i in range(len(out_files)) if (i in half_out) == (split == "learn")]
         k = 0
         for cond, dur, codec in conds:
-            for n_q, ids, is_pos in ((args.queries_per_cond, lib_ids, True), (args.negatives_per_cond, neg_ids, False)):
+            n_pos, n_neg = (args.mix_queries, args.mix_negatives) if cond.startswith("mix") else \
+                (args.queries_per_cond, args.negatives_per_cond)
+            for n_q, ids, is_pos in ((n_pos, lib_ids, True), (n_neg, neg_ids, False)):
                 for _ in range(n_q):
                     i = int(ids[int(rng.integers(len(ids)))])
                     src = lib_files[i] if is_pos else out_files[i]
@@ -484,11 +576,11 @@ def main_real(args: argparse.Namespace) -> int:
             q["match_offset_s"] = None if m is None else m.offset_s
             q["method"] = None if m is None else m.method
             q["partial"] = None if c is None else c.partial
-            q["contrast"] = None if c is None else c.mix_contrast
+            q["gap"] = None if c is None else c.mix_gap
             best_key = None if c is None else ident.index.tracks[c.key].content_hash
             q["right_track"] = q["truth"] is not None and best_key == hashes[q["truth"]]
             t = ident.timings[-1]
-            q["total_s"] = t["features_s"] + t["search_s"]
+            q["total_s"] = t["decode_s"] + t["features_s"] + t["search_s"]
             q["search_s"] = t["search_s"]
             if have_fpcalc:
                 exe = shutil.which("fpcalc") or "fpcalc"
@@ -502,17 +594,38 @@ def main_real(args: argparse.Namespace) -> int:
     learn_q = queries("learn")
     if args.learn:
         # Permissive music-over-music thresholds: every partial candidate is recorded.
-        run_split(learn_q, config.replace(mix_max_score=0.49, mix_min_contrast=0.0))
+        run_split(learn_q, config.replace(mix_max_score=0.49, mix_min_gap=0.0))
         learned = _learn_mix([q for q in learn_q if q["method"] != "whole"])
         if learned:
-            config = config.replace(mix_max_score=learned["mix_max_score"],
-                                    mix_min_contrast=learned["mix_min_contrast"])
+            config = config.replace(mix_max_score=learned["mix_max_score"], mix_min_gap=learned["mix_min_gap"])
         print(f"learned (split 'learn', {len(learn_q)} queries): {learned}", file=sys.stderr)
     elif have_fpcalc:
         run_split(learn_q, config)
     fp_threshold = _learn_fpcalc(learn_q) if have_fpcalc and learn_q and "fp_ber" in learn_q[0] else 0.35
     report_q = queries("report")
     run_split(report_q, config)
+
+    from actors.fingerprint import FP_FRAME_RATE_HZ
+    from pipeline.search.index import FingerprintIndex
+    from pipeline.search.score import verify_codes
+
+    fpi = FingerprintIndex.open(engine)
+    key_of = {info.content_hash: k for k, info in fpi.tracks.items()}
+    durations = {c: d for c, d, _ in conds}
+
+    def passage(q: dict, got_s: float | None) -> bool:
+        """The reported offset is within 1 s of the true one, or the track's audio there is the
+        same passage as at the true offset (game music loops: its codes at both offsets agree
+        as a duplicate would, score <= IdentifyConfig.duplicate_score)."""
+        if got_s is None:
+            return False
+        if abs(got_s - q["offset_s"]) <= 1.0:
+            return True
+        lib = fpi.track_codes(key_of[hashes[q["truth"]]])
+        d1, d2 = round(q["offset_s"] * FP_FRAME_RATE_HZ), round(got_s * FP_FRAME_RATE_HZ)
+        n, lo = int(durations[q["cond"]] * FP_FRAME_RATE_HZ), max(0, d1)
+        v = verify_codes(lib[lo: d1 + n], lib, d2 - d1 + lo)  # lib[lo + i] against lib[d2 - d1 + lo + i]
+        return v.n >= config.min_aligned_codes and v.score <= config.duplicate_score
 
     table: dict[str, dict] = {}
     for cond, _, _ in conds:
@@ -523,6 +636,8 @@ def main_real(args: argparse.Namespace) -> int:
         e["chromaray_top1"] = sum(q["match"] == q["truth"] for q in pos) / max(1, len(pos))
         e["chromaray_top1_offset1s"] = sum(q["match"] == q["truth"] and abs(q["match_offset_s"] - q["offset_s"]) <= 1.0
                                            for q in pos) / max(1, len(pos))
+        e["chromaray_top1_passage"] = sum(q["match"] == q["truth"] and passage(q, q["match_offset_s"])
+                                          for q in pos) / max(1, len(pos))
         e["chromaray_false_accepts"] = sum(q["match"] is not None for q in neg) + \
             sum(q["match"] is not None and q["match"] != q["truth"] for q in pos)
         if have_fpcalc:
@@ -534,6 +649,7 @@ def main_real(args: argparse.Namespace) -> int:
             e["fpcalc_nearest_top1"] = sum(q["fp_ref"] == q["truth"] for q in pos) / max(1, len(pos))
             e["fpcalc_top1_offset1s"] = sum(fp_hit(q) and abs(q["fp_offset_s"] - q["offset_s"]) <= 1.0
                                             for q in pos) / max(1, len(pos))
+            e["fpcalc_top1_passage"] = sum(fp_hit(q) and passage(q, q["fp_offset_s"]) for q in pos) / max(1, len(pos))
             e["fpcalc_false_accepts"] = sum(q["fp_ber"] < fp_threshold for q in neg) + \
                 sum(q["fp_ber"] < fp_threshold and q["fp_ref"] != q["truth"] for q in pos)
         table[cond] = e
@@ -541,19 +657,36 @@ def main_real(args: argparse.Namespace) -> int:
     report = {"fp_version": FP_VERSION, "library_tracks": len(lib_files), "out_of_library_tracks": len(out_files),
               "library_minutes": sum(len(audio[f]) for f in lib_files) / SR / 60, "build_s": build_s,
               "index": st, "split": "by track: thresholds learned on half the tracks, reported on the others",
-              "learned": learned, "config": {k: getattr(config, k) for k in ("mix_max_score", "mix_min_contrast")},
+              "learned": learned,
+              "config": {k: getattr(config, k) for k in ("mix_max_score", "mix_min_gap", "mix_tracks")},
               "fpcalc_threshold_ber": fp_threshold if have_fpcalc else None, "per_condition": table,
               "identify_total_p50_ms": 1e3 * _pct(lat, 50), "identify_total_p95_ms": 1e3 * _pct(lat, 95),
               "fpcalc": "fpcalc -raw + brute-force BER over every alignment of every reference" if have_fpcalc
               else "fpcalc not installed (libchromaprint-tools): comparison skipped"}
-    hdr = (f"{'condition':14s} {'n+':>3s} {'n-':>3s} | {'cr top1':>7s} {'±1 s':>5s} {'FA':>3s} | "
-           f"{'fp top1':>7s} {'±1 s':>5s} {'FA':>3s} {'nearest':>7s}")
+    if args.latency_clips:
+        # End to end on one core, in a fresh process (a query process, not this benchmark's).
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        report_lib = [lib_files[i] for i in range(len(lib_files)) if i not in half_lib]
+        clips = latency_clips(report_lib, audio, work / "latency", args.latency_clips, rng)
+        with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            lt: dict = pool.submit(_latency_run, str(db), [str(c) for c in clips], args.latency_cpu).result()
+        report["latency_10s_clip"] = lt
+        print(f"10 s MP3 clip end to end on core {lt['cpu']}: p50 {lt['p50_ms']:.0f} ms, p95 {lt['p95_ms']:.0f} ms "
+              f"(decode {lt['decode_p50_ms']:.0f}, analysis {lt['features_p50_ms']:.0f}, search "
+              f"{lt['search_p50_ms']:.0f} ms p50; {lt['matched']}/{lt['clips']} matched; first clip "
+              f"{lt['first_clip_ms']:.0f} ms, import + open {lt['import_and_open_ms']:.0f} ms)", file=sys.stderr)
+    hdr = (f"{'condition':14s} {'n+':>3s} {'n-':>3s} | {'cr top1':>7s} {'±1 s':>5s} {'rep':>5s} {'FA':>3s} | "
+           f"{'fp top1':>7s} {'±1 s':>5s} {'rep':>5s} {'FA':>3s} {'nearest':>7s}")
     print(hdr)
     for cond, e in table.items():
-        fp = (f"{e['fpcalc_top1']:7.2f} {e['fpcalc_top1_offset1s']:5.2f} {e['fpcalc_false_accepts']:3d} "
-              f"{e['fpcalc_nearest_top1']:7.2f}" if have_fpcalc else "      -     -   -       -")
+        fp = (f"{e['fpcalc_top1']:7.2f} {e['fpcalc_top1_offset1s']:5.2f} {e['fpcalc_top1_passage']:5.2f} "
+              f"{e['fpcalc_false_accepts']:3d} {e['fpcalc_nearest_top1']:7.2f}" if have_fpcalc
+              else "      -     -     -   -       -")
         print(f"{cond:14s} {e['n_pos']:3d} {e['n_neg']:3d} | {e['chromaray_top1']:7.2f} "
-              f"{e['chromaray_top1_offset1s']:5.2f} {e['chromaray_false_accepts']:3d} | {fp}")
+              f"{e['chromaray_top1_offset1s']:5.2f} {e['chromaray_top1_passage']:5.2f} "
+              f"{e['chromaray_false_accepts']:3d} | {fp}")
     text = _json.dumps(report, indent=2, default=float)
     print(text)
     if args.json_out:
@@ -576,6 +709,15 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "(default 12; --quick 3)")
     ap.add_argument("--negatives-per-cond", type=int, default=None, help="out-of-library queries per condition and "
                                                                          "split (default 6; --quick 2)")
+    ap.add_argument("--mix-queries", type=int, default=None, help="in-library queries per split of each "
+                    "music-over-music condition (default 20; --quick 3)")
+    ap.add_argument("--mix-negatives", type=int, default=None, help="out-of-library mixes per split of each "
+                    "music-over-music condition (default 10; --quick 2)")
+    ap.add_argument("--rendered", type=int, default=8, help="FluidSynth renderings of ../shared/data/midi pieces "
+                    "added to the out-of-library recordings (negatives, interfering songs)")
+    ap.add_argument("--latency-clips", type=int, default=16, help="10 s MP3 clips timed end to end on one core "
+                    "(0: skip)")
+    ap.add_argument("--latency-cpu", type=int, default=0, help="the core the latency run is pinned to")
     ap.add_argument("--conditions", default=",".join(c for c, _, _ in REAL_CONDITIONS))
     ap.add_argument("--no-learn", dest="learn", action="store_false",
                     help="use IdentifyConfig's music-over-music thresholds instead of learning them on the learn split")
@@ -589,6 +731,10 @@ def main(argv: list[str] | None = None) -> int:
         args.queries_per_cond = 3 if args.quick else 12
     if args.negatives_per_cond is None:
         args.negatives_per_cond = 2 if args.quick else 6
+    if args.mix_queries is None:
+        args.mix_queries = 3 if args.quick else 20
+    if args.mix_negatives is None:
+        args.mix_negatives = 2 if args.quick else 10
     return main_real(args)
 
 

@@ -18,7 +18,18 @@ Queries are the pipeline's chroma of real clips of 5 and 10 s cut from real libr
 and with another (out-of-library) real track mixed in at 0 dB. Times are *search only* (features
 excluded): ``search`` (whole-clip) for clean clips; for mixed ones what identify does for a clip
 without a whole-clip match at speed 1: ``search`` then ``search_partial``. Run in a fresh process
-(its peak RSS is the query process's). Index build is on the driver (not on Ray workers: not done).
+(its peak RSS is the query process's). ``top1``: the accepted answer is the clip's own track at
+its offset (±1 s), or a synthetic track holding a verbatim copy of that passage (the same audio
+there; ``... own`` counts the own track only).
+
+Index build (``build_s``): ``--build ray`` (default) is ``index.rebuild`` from the fingerprints
+table on Ray workers (shards sorted in parallel, merged by code ranges in parallel; in-process
+below index.RAY_MIN_POSTINGS), ``driver`` the in-process rebuild, ``add`` last round's
+``add_tracks`` in segments + compaction. Stages: ``--store-only`` generates and stores the tracks
+(untimed); ``--reuse`` times the build and the searches on them.
+
+    .venv/bin/python benchmarks/bench_index_scale.py --tracks 100000 --workdir benchmarks/out/scale-1e5 --store-only
+    .venv/bin/python benchmarks/bench_index_scale.py --tracks 100000 --workdir benchmarks/out/scale-1e5 --reuse --json
 """
 from __future__ import annotations
 
@@ -29,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,7 +94,7 @@ def calibrate(pool: list[np.ndarray], real: dict, rng: np.random.Generator) -> t
     (bisection; each probe averaged over 3 draws)."""
     lengths = np.array([len(c) for c in pool])
     lo, hi = 0.0, 1.0
-    best = (0.5, {})
+    best: tuple[float, dict] = (0.5, {})
     for _ in range(10):
         mid = 0.5 * (lo + hi)
         st = [sharing(synth_tracks(pool, len(pool), mid, rng, lengths)) for _ in range(3)]
@@ -112,8 +124,10 @@ def load_pool(db: Path) -> tuple[list[str], list[np.ndarray]]:
     return [p for p, _ in rows], [np.frombuffer(c, dtype="<u4").astype(np.uint32) for _, c in rows]
 
 
-def query_chroma(paths: list[str], others: list[Path], n: int, rng: np.random.Generator) -> dict[str, list]:
-    """Chroma (12, T) of ``n`` real clips per set: ``clean/5s``, ``clean/10s``, ``mix0/5s``, ``mix0/10s``."""
+def query_chroma(paths: list[str], others: list[Path], n: int,
+                 rng: np.random.Generator) -> tuple[dict[str, list], dict[str, list]]:
+    """Chroma (12, T) of ``n`` real clips per set: ``clean/5s``, ``clean/10s``, ``mix0/5s``, ``mix0/10s``,
+    and the truth of each clip: (content hash of its library track, its start there, s)."""
     from bench_identify import mix_at
 
     from actors.config import BatchConfig, DSPConfig
@@ -126,6 +140,7 @@ def query_chroma(paths: list[str], others: list[Path], n: int, rng: np.random.Ge
     audio = {p: decode_file(p, SR) for p in srcs}
     other = [decode_file(str(p), SR) for p in others[:3]]
     sets: dict[str, list] = {}
+    truth: dict[str, list] = {}
     for k in range(n):
         y = audio[srcs[k % len(srcs)]]
         o = other[k % len(other)]
@@ -136,44 +151,69 @@ def query_chroma(paths: list[str], others: list[Path], n: int, rng: np.random.Ge
             clip = y[a: a + L]
             for name, sig in (("clean", clip), ("mix0", mix_at(clip, o[b: b + L], 0.0))):
                 sets.setdefault(f"{name}/{dur}s", []).append(to_numpy(fe([sig])[0].chroma))
-    return sets
+                truth.setdefault(f"{name}/{dur}s", []).append((synthetic_hash(srcs[k % len(srcs)]), a / SR))
+    return sets, truth
 
 
-def timed_search(db: str, sets: dict[str, list]) -> dict:
-    """In a fresh process: search latencies per query set (ms) and this process's peak RSS."""
+def same_content(idx: object, key: int, offset: int, true_key: int, true_frame: float, n_frames: int) -> bool:
+    """Whether track ``key`` at analysis-frame ``offset`` holds the same audio as the clip's own
+    track at its true start: their codes over the clip score <= 0.1 (the score of
+    pipeline.search.score; a synthetic track holding a verbatim copy of that passage, or of a
+    repeat of it, is as right an answer as the source track)."""
+    from actors.fingerprint import DECIMATE
+    from pipeline.search.score import verify_codes
+
+    n = n_frames // DECIMATE
+    a, b = round(true_frame / DECIMATE), round(offset / DECIMATE)
+    ours = idx.track_codes(true_key)[a: a + n]  # type: ignore[attr-defined]
+    lib = idx.track_codes(key)  # type: ignore[attr-defined]
+    best = min((verify_codes(ours, lib, b + d) for d in (-1, 0, 1)), key=lambda v: v.score)
+    return bool(best.n >= 0.8 * len(ours) and best.score <= 0.1)
+
+
+def timed_search(db: str, sets: dict[str, list], truth: dict[str, list]) -> dict:
+    """In a fresh process: search latencies per query set (ms), top-1 (the clip's own track,
+    accepted, offset within 1 s) per set, and this process's peak RSS."""
     from actors.config import DSPConfig
-    from pipeline.search.identify import DEFAULTS, search, search_partial
+    from pipeline.search.identify import DEFAULTS, accepts, search, search_partial
     from pipeline.search.index import FingerprintIndex
     from pipeline.store import open_db
 
     idx = FingerprintIndex.open(open_db(db, readonly=True))
+    key_of = {t.content_hash: k for k, t in idx.tracks.items()}
     rate = DSPConfig().frame_rate_hz
     search(idx, sets["clean/5s"][0], rate)  # warm-up: page in the hot part of the index
     out: dict = {}
+    top1: dict = {}
     for name, chromas in sets.items():
-        lat = []
-        for ch in chromas:
+        lat, hits, hits_own = [], 0, 0
+        for ch, (h, start_s) in zip(chromas, truth[name]):
             t0 = time.perf_counter()
             c = search(idx, ch, rate)
-            if name.startswith("mix") and (c is None or c.score > DEFAULTS.accept_score_long):
-                search_partial(idx, ch, rate)
+            if name.startswith("mix") and (c is None or not accepts(c, DEFAULTS)):
+                c = search_partial(idx, ch, rate) or c
             lat.append(1e3 * (time.perf_counter() - t0))
+            if c is None or not accepts(c, DEFAULTS):
+                continue
+            own = c.key == key_of.get(h) and abs(c.offset / rate - start_s) <= 1.0
+            hits += own or same_content(idx, c.key, c.offset, key_of[h], start_s * rate, ch.shape[1])
+            hits_own += own
         out[name] = lat
+        top1[name] = hits / max(1, len(chromas))
+        top1[name + " own"] = hits_own / max(1, len(chromas))
     with open("/proc/self/status") as fh:
         rss = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
-    return {"lat_ms": out, "rss_mb": rss}
+    return {"lat_ms": out, "top1": top1, "rss_mb": rss}
 
 
-def build(db: Path, real_paths: list[str], real_codes: list[np.ndarray], synth: list[np.ndarray]) -> float:
-    """Store the tracks as the pipeline does (tracks + fingerprints rows, analysis settings) and
-    index them; returns the index build time (add_tracks + compaction), seconds."""
+def store(db: Path, real_paths: list[str], real_codes: list[np.ndarray], synth: list[np.ndarray]) -> None:
+    """Store the tracks as the pipeline does (tracks + fingerprints rows, analysis settings)."""
     from sqlalchemy import insert
     from sqlalchemy.orm import Session
 
     from actors.fingerprint import DECIMATE, FP_FRAME_RATE_HZ, FP_VERSION
     from pipeline.config import ChromarayConfig
     from pipeline.ingest.plan import versions_for
-    from pipeline.search import index
     from pipeline.store import Fingerprint, Track, open_db, record_settings
 
     for p in db.parent.glob(db.name + "*"):
@@ -198,11 +238,48 @@ def build(db: Path, real_paths: list[str], real_codes: list[np.ndarray], synth: 
             s.execute(insert(Fingerprint), [{"content_hash": h, "version": FP_VERSION,
                                              "frame_rate_hz": float(FP_FRAME_RATE_HZ), "n_codes": len(c),
                                              "codes": c.astype("<u4").tobytes()} for h, c in chunk])
-    t0 = time.perf_counter()
-    index.add_tracks(engine, items, frame_rate_hz=FP_FRAME_RATE_HZ * DECIMATE)
+    engine.dispose()
+
+
+def build_index(db: Path, how: str) -> float:
+    """Index the stored tracks from the fingerprints table; returns the build time, seconds.
+    ``how``: "ray" (index.rebuild on Ray workers), "driver" (index.rebuild in this process) or
+    "add" (index.add_tracks in segments of TRACKS_PER_SEGMENT + compaction, last round's build)."""
+    from sqlalchemy import delete
+    from sqlalchemy.orm import Session
+
+    from actors.fingerprint import DECIMATE, FP_FRAME_RATE_HZ
+    from pipeline.search import index
+    from pipeline.store import FpIndexSegment, FpIndexTrack, open_db
+
+    engine = open_db(db)
+    with Session(engine) as s, s.begin():  # start from an empty index whatever the last run left
+        s.execute(delete(FpIndexTrack))
+        s.execute(delete(FpIndexSegment))
+    for p in index.index_dir(engine).glob("*"):
+        p.unlink()
+    if how == "add":
+        items = load_all(engine)
+        t0 = time.perf_counter()
+        index.add_tracks(engine, items, frame_rate_hz=FP_FRAME_RATE_HZ * DECIMATE)
+    else:
+        t0 = time.perf_counter()
+        index.rebuild(engine, workers=how)
     build_s = time.perf_counter() - t0
     engine.dispose()
     return build_s
+
+
+def load_all(engine: Engine) -> list[tuple[str, np.ndarray]]:
+    """Every stored (content hash, codes)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from pipeline.store import Fingerprint
+
+    with Session(engine) as s:
+        return [(h, np.frombuffer(c, dtype="<u4")) for h, c in s.execute(select(Fingerprint.content_hash,
+                                                                               Fingerprint.codes))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--library-db", default=str(DEFAULT_DB),
                     help="database of the real library (benchmarks/bench_identify.py --workdir ...)")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--build", choices=("ray", "driver", "add"), default="ray",
+                    help="index build: rebuild on Ray workers (default; in-process below "
+                         "index.RAY_MIN_POSTINGS), rebuild on the driver, or add_tracks (last round's build)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the tracks stored in --workdir by an earlier run with the same --tracks and "
+                         "--seed (the index is rebuilt and timed; the sharing at N is not recomputed)")
+    ap.add_argument("--store-only", action="store_true",
+                    help="generate and store the tracks in --workdir and stop (untimed; a later --reuse run "
+                         "times the build and the searches)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
     args = ap.parse_args(argv)
@@ -236,23 +322,32 @@ def main(argv: list[str] | None = None) -> int:
     p_keep, calib = calibrate(pool, real, rng)
     print(f"sharing, real library ({len(pool)} tracks): {real}; synthetic of the same size (p_keep {p_keep:.3f}): "
           f"{calib}", file=sys.stderr)
-    t0 = time.perf_counter()
-    synth = synth_tracks(pool, max(0, args.tracks - len(pool)), p_keep, rng, np.array([len(c) for c in pool]))
-    print(f"{len(synth)} synthetic tracks in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    at_n = sharing(pool + synth) if args.tracks <= 200_000 else None
-    print(f"sharing at {args.tracks} tracks: {at_n}", file=sys.stderr)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_index_scale_"))
     work.mkdir(parents=True, exist_ok=True)
     db = work / f"scale-{args.tracks}.sqlite"
-    build_s = build(db, paths, pool, synth)
-    print(f"stored and indexed; index build {build_s:.0f} s", file=sys.stderr)
+    sharing_file = work / f"sharing-{args.tracks}.json"
+    if not (args.reuse and db.exists()):
+        t0 = time.perf_counter()
+        synth = synth_tracks(pool, max(0, args.tracks - len(pool)), p_keep, rng, np.array([len(c) for c in pool]))
+        print(f"{len(synth)} synthetic tracks in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        at_n = sharing(pool + synth) if args.tracks <= 400_000 else None
+        print(f"sharing at {args.tracks} tracks: {at_n}", file=sys.stderr)
+        store(db, paths, pool, synth)
+        del synth
+        sharing_file.write_text(json.dumps(at_n))
+        if args.store_only:
+            return 0
+    at_n = json.loads(sharing_file.read_text()) if sharing_file.exists() else None
+    build_s = build_index(db, args.build)
+    print(f"index build ({args.build}) {build_s:.0f} s", file=sys.stderr)
     st = index.stats(open_db(db, readonly=True))
     lib_names = {Path(p).stem for p in paths}
     others = [f for f in real_tracks(Path(__file__).resolve().parents[1]) if f.stem not in lib_names]
-    sets = query_chroma(paths, others, args.queries, rng)
+    # Queries from their own seed: the same clips whether the tracks were generated or reused.
+    sets, truth = query_chroma(paths, others, args.queries, np.random.default_rng(args.seed + 1))
     with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-        res = ex.submit(timed_search, str(db), sets).result()
-    hours = sum(len(c) for c in pool + synth) * 4 / (22050 / 512) / 3600
+        res = ex.submit(timed_search, str(db), sets, truth).result()
+    hours = st["live_postings"] * 4 / (22050 / 512) / 3600  # one posting per code, 4 analysis frames per code
 
     def pct(q: float, kind: str) -> dict:
         return {k.split("/")[1]: round(float(np.percentile(v, q)), 2) for k, v in res["lat_ms"].items()
@@ -260,21 +355,24 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"tracks": st["tracks"], "postings": st["postings"], "index_bytes": st["bytes"],
               "audio_hours": round(hours, 1), "bytes_per_audio_hour": round(st["bytes"] / hours),
-              "build_s": round(build_s, 1),
+              "build_s": round(build_s, 1), "build": args.build,
               "search_p50_ms": {"clean": pct(50, "clean"), "mix0": pct(50, "mix0")},
               "search_p95_ms": {"clean": pct(95, "clean"), "mix0": pct(95, "mix0")},
+              "top1": {k: round(v, 3) for k, v in res["top1"].items()},
               "rss_mb": round(res["rss_mb"], 1),
               "sharing": {"real_library": real, "synthetic_same_size": calib, "p_keep": round(p_keep, 4),
                           "at_n": at_n},
               "queries_per_set": args.queries,
-              "note": "search only (features excluded); mix0 = search + search_partial; index build on the driver; "
-                      "shared 2-core machine"}
+              "note": "search only (features excluded); mix0 = search, then search_partial without an accepted "
+                      "match; top1 = accepted, and the clip's own track with its offset within 1 s or a synthetic "
+                      "track holding a verbatim copy of that passage (top1 own: the own track only); shared 2-core "
+                      "machine"}
     text = json.dumps(report, indent=2)
     if not args.json:
         print(f"{report['tracks']} tracks, {report['postings']} postings, {st['bytes'] / 1e6:.1f} MB "
               f"({report['bytes_per_audio_hour'] / 1e6:.3f} MB per audio hour), build {build_s:.1f} s; "
-              f"search p50 {report['search_p50_ms']} p95 {report['search_p95_ms']}; rss {report['rss_mb']} MB",
-              file=sys.stderr)
+              f"search p50 {report['search_p50_ms']} p95 {report['search_p95_ms']}; top1 {report['top1']}; "
+              f"rss {report['rss_mb']} MB", file=sys.stderr)
     print(text)
     return 0
 

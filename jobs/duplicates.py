@@ -3,7 +3,8 @@
 Other encodings and bitrates, trimmed or padded copies, louder or quieter ones: every indexed
 track is looked up in the fingerprint index and pairs that align with a low bit error rate are
 grouped. Prints each group with a similarity score (1 = identical fingerprints, 0 = chance) and
-each member's offset in seconds; --json prints one JSON object per group and line. Tracks are
+each member's offset in seconds, then how long the comparison took and where (large libraries:
+in parallel Ray tasks); --json prints one JSON object per group and line. Tracks are
 compared with tracks fingerprinted with the same analysis settings; like identify, a warning
 line on stderr names the tracks that cannot be searched and why.
 """
@@ -25,8 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest mismatch score (bit error rates, 0..0.5) of a duplicate pair "
                              "(default: the calibrated one)")
     parser.add_argument("--min-overlap", type=float, default=None, metavar="SECONDS",
-                        help="shortest aligned overlap of a duplicate pair (or 80%% of the shorter track)")
+                        help="shortest aligned overlap of a duplicate pair (or all of a shorter track); the "
+                             "overlap also covers 80%% of the shorter track and half the longer one")
     parser.add_argument("--no-sync", action="store_true", help="do not bring a stale fingerprint index up to date")
+    parser.add_argument("--workers", choices=("auto", "driver", "ray"), default="auto",
+                        help="compare tracks in this process (driver) or in parallel Ray tasks on this machine "
+                             "(ray: a local Ray, or the one RAY_ADDRESS names); auto: on Ray from 20,000 tracks on")
     add_config_argument(parser)
 
 
@@ -48,20 +53,22 @@ def run(args: argparse.Namespace) -> int:
         raise ChromarayError(f"no track of {args.db} can be searched: {finder.note}")
     if finder.note:
         print(f"chromaray duplicates: warning: {finder.note}", file=sys.stderr, flush=True)
-    groups = finder.find()
+    groups = finder.find(workers=args.workers)
     if args.json:
         for g in groups:
             print(json.dumps(g.to_json()), flush=True)
         return 0
     if not groups:
         print("no duplicates")
-        return 0
     for i, g in enumerate(groups, 1):
         print(f"group {i}: {len(g.members)} tracks, similarity {g.similarity:.2f}")
         for m in g.members:
             paths = ", ".join(shown(p) for p in m["paths"]) or "(no path)"
             print(f"  {m['content_hash'][:12]}  offset {m['offset_s']:+.2f} s  "
                   f"similarity {m['similarity']:.2f}  {paths}")
+    t = finder.timing
+    where = "on Ray" if t["workers"] == "ray" else "in this process"
+    print(f"compared {t['tracks']} tracks in {t['edges_s']:.1f} s ({where})")
     return 0
 
 

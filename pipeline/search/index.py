@@ -22,15 +22,27 @@ Storage: sorted-array segments, memory-mapped (and why)
 -------------------------------------------------------
 Postings live in *segments*: one ``.npy`` file each, a (3, N) uint32 array whose row 0 holds the
 codes sorted ascending, rows 1-2 the track key and the code frame of each posting (sorted by
-code, track, frame). A lookup is a binary search (``np.searchsorted``) in row 0 of each
-memory-mapped segment, so it touches ~log2(N) pages per code and nothing is loaded up front:
-opening the index costs a few milliseconds whatever its size, and the OS page cache keeps the hot
-part in memory. 12 bytes per posting: 60,000 tracks × ~2,300 codes (3.5 min at 10.8 codes/s)
-≈ 140 M postings ≈ 1.7 GB. The alternative we measured, an SQLite WITHOUT ROWID table
-(code, track, frame) with that primary key, takes 17 bytes per posting and answers 3,000 code
-lookups (one 10 s query with bit flips) in ~0.9 s through the sqlite3 module (``IN`` lists of
-500) against ~0.03 s for ``searchsorted`` on the same 2 M postings (busy 2-core machine): the
-per-row cost of SQLite, not I/O, dominates.
+code, track, frame). Next to each, its *directory* ``dir-<digest>.npy``: the position of the first
+posting of every ``b``-bit code prefix (b from :func:`directory_bits`, 16-32 postings per
+prefix, at most +2 % of the index's bytes). A lookup reads a code's prefix range from the directory and binary
+searches inside it (vectorised over the query's codes), so it touches ~2 pages per code of the
+memory-mapped segment and nothing is loaded up front: opening the index costs a few milliseconds
+whatever its size, and the OS page cache keeps the hot part in memory. (A binary search over the
+whole code row, ``np.searchsorted``, touches ~log2(N) pages per code.) A directory is derived from
+its segment: a missing one is recomputed on open. 12 bytes per posting: 60,000 tracks × ~2,300
+codes (3.5 min at 10.8 codes/s) ≈ 140 M postings ≈ 1.7 GB.
+
+Codes shared between songs (common chords) hold ~N/400 postings each in a library of N tracks
+(#12), so a query's postings grow with N; :meth:`FingerprintIndex.lookup` bounds them: codes held
+by more than 1 % of the tracks (at least 2,000 postings) are stop words, and a call whose codes
+hold more than a budget (default 200,000 postings) looks up its rarest codes first, up to the
+budget (inverse document frequency: a rare code tells more tracks apart per posting read).
+
+The alternative we measured, an SQLite WITHOUT ROWID table (code, track, frame) with that
+primary key, takes 17 bytes per posting and answers 3,000 code lookups (one 10 s query with bit
+flips) in ~0.9 s through the sqlite3 module (``IN`` lists of 500) against ~0.03 s for
+``searchsorted`` on the same 2 M postings (busy 2-core machine): the per-row cost of SQLite, not
+I/O, dominates.
 
 The *manifest* is in the SQLite store (tables below), so index state commits in the same
 database as the fingerprints: ``fp_index_segments`` lists live segment files, ``fp_index_tracks``
@@ -41,20 +53,24 @@ next writer). ``remove_tracks`` deletes manifest rows only; readers skip posting
 not live. When dead postings exceed 25 % or there are more than 12 segments, live postings are
 merged into one segment (compaction). ``rebuild`` assigns keys 1..N in content-hash order and
 writes one segment whose file name is a hash of its content: the same fingerprints table always
-gives byte-identical index files.
+gives byte-identical index files. For large libraries (:data:`RAY_MIN_POSTINGS`) ``rebuild``
+runs on Ray workers: shards of tracks sorted in parallel, merged by code ranges in parallel
+(:func:`_build_on_ray`), the same bytes as the in-process build; small libraries never start Ray.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from sqlalchemy import CursorResult, delete, func, inspect, select
+from sqlalchemy import CursorResult, delete, func, insert, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -65,16 +81,21 @@ from pipeline.store import SCHEMA_VERSION, Fingerprint, FpIndexSegment, FpIndexT
 __all__ = [
     "MAX_DEAD_FRACTION",
     "MAX_SEGMENTS",
+    "PART_POSTINGS",
+    "RAY_MIN_POSTINGS",
+    "SHARD_TRACKS",
     "TRACKS_PER_SEGMENT",
     "FingerprintIndex",
     "TrackInfo",
     "add_tracks",
     "build_postings",
     "db_path",
+    "directory_bits",
     "index_dir",
     "is_stale",
     "maybe_compact",
     "open_synced",
+    "prefix_counts",
     "rebuild",
     "remove_tracks",
     "stats",
@@ -86,6 +107,8 @@ MAX_SEGMENTS = 12
 MAX_DEAD_FRACTION = 0.25
 #: Tracks per segment when adding many tracks at once (bounds memory while writing).
 TRACKS_PER_SEGMENT = 4000
+#: Index files are readable by every user that can read the database (rw-r--r--).
+INDEX_FILE_MODE = 0o644
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,24 +158,62 @@ def build_postings(items: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
     return np.stack([codes[order], keys[order], frames[order]])
 
 
-def _write_segment(directory: Path, postings: np.ndarray) -> str:
-    """Write a segment atomically; its name is derived from its content (deterministic)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha1(np.ascontiguousarray(postings).tobytes()).hexdigest()[:16]
-    name = f"seg-{digest}.npy"
-    final = directory / name
-    if final.exists():
-        return name
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=directory)
+def directory_bits(n_postings: int) -> int:
+    """Bits of the code prefix a segment's directory is keyed by: 16-32 postings per prefix on
+    average (4 bytes of directory per >= 16 postings of 12 bytes: at most +2 % of the index),
+    2^8..2^26 entries."""
+    return int(min(26, max(8, np.floor(np.log2(max(1, n_postings) / 16)))))
+
+
+def prefix_counts(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Postings per ``bits``-bit code prefix (length 2^bits), of a sorted or unsorted code row."""
+    return np.bincount(np.asarray(codes, dtype=np.uint32) >> np.uint32(32 - bits), minlength=1 << bits)
+
+
+def _directory_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Directory of a segment: entry p = position of the first posting whose code prefix is >= p
+    (length 2^bits + 1). uint32 while positions fit, else uint64."""
+    out = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out.astype(np.uint32 if out[-1] < 2**32 else np.uint64)
+
+
+def _dir_name(segment: str) -> str:
+    return "dir-" + segment[len("seg-"):]
+
+
+def _save_atomic(final: Path, write: Callable[[BinaryIO], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=final.parent)
     try:
+        os.chmod(tmp, INDEX_FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(postings, dtype=np.uint32))
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_directory(directory: Path, name: str, directory_array: np.ndarray) -> None:
+    """The segment's directory file (derived from the segment, deterministic)."""
+    _save_atomic(directory / _dir_name(name), lambda fh: np.save(fh, directory_array))
+
+
+def _write_segment(directory: Path, postings: np.ndarray) -> str:
+    """Write a segment and its directory atomically; its name is derived from its content
+    (deterministic). The directory is written first: a listed segment always has one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    postings = np.ascontiguousarray(postings, dtype=np.uint32)
+    digest = hashlib.sha1(postings.tobytes()).hexdigest()[:16]
+    name = f"seg-{digest}.npy"
+    final = directory / name
+    if final.exists() and (directory / _dir_name(name)).exists():
+        return name
+    _write_directory(directory, name, _directory_from_counts(prefix_counts(postings[0],
+                                                                          directory_bits(postings.shape[1]))))
+    _save_atomic(final, lambda fh: np.save(fh, postings))
     return name
 
 
@@ -164,15 +225,31 @@ def _load_segment(directory: Path, name: str) -> np.ndarray:
     return np.asarray(arr)
 
 
+def _load_directory(seg: np.ndarray, path: Path | None = None) -> np.ndarray:
+    """The directory of segment ``seg``, from its file ``path``; recomputed (binary searches on
+    its code row) when there is none, as for an index written before directories existed."""
+    n = seg.shape[1]
+    if path is not None and path.exists():
+        d = np.load(path, mmap_mode="r")
+        if d.ndim == 1 and len(d) >= 2 and (len(d) - 1) & (len(d) - 2) == 0 and int(d[-1]) == n:
+            return np.asarray(d)
+    bits = directory_bits(n)
+    starts = np.arange(1 << bits, dtype=np.uint64) << np.uint64(32 - bits)
+    return np.r_[np.searchsorted(seg[0], starts.astype(np.uint32)), n].astype(np.uint64)
+
+
 def _gc(engine: Engine, directory: Path) -> None:
     """Delete segment files not in the manifest (crash leftovers, compacted segments)."""
     if not directory.exists():
         return
     with Session(engine) as s:
         live = set(s.scalars(select(FpIndexSegment.name)))
+    live |= {_dir_name(n) for n in live}
     for f in directory.iterdir():
-        if f.name not in live and (f.name.startswith("seg-") or f.name.startswith(".tmp-")):
+        if f.name not in live and f.name.startswith(("seg-", "dir-", ".tmp-")):
             f.unlink(missing_ok=True)
+        elif f.name.startswith(".build-") and f.is_dir():
+            shutil.rmtree(f, ignore_errors=True)  # an interrupted parallel build's pieces
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +321,7 @@ def stats(engine: Engine) -> dict:
         n_tracks = s.scalar(select(func.count()).select_from(FpIndexTrack)) or 0
         live = s.scalar(select(func.coalesce(func.sum(FpIndexTrack.n_codes), 0))) or 0
     directory = index_dir(engine)
-    size = sum((directory / n).stat().st_size for n, _ in segs if (directory / n).exists())
+    size = sum((directory / f).stat().st_size for n, _ in segs for f in (n, _dir_name(n)) if (directory / f).exists())
     return {"tracks": int(n_tracks), "segments": len(segs), "postings": int(sum(p for _, p in segs)),
             "live_postings": int(live), "bytes": int(size)}
 
@@ -300,29 +377,189 @@ def _analysis_rate(code_rate_hz: float) -> float:
     return float(code_rate_hz) * DECIMATE
 
 
-def rebuild(engine: Engine) -> dict:
+def rebuild(engine: Engine, *, workers: str = "auto", shard_tracks: int | None = None,
+            part_postings: int | None = None) -> dict:
     """Drop the index and rebuild it from the fingerprints table (current version only).
 
     Deterministic: keys 1..N in content-hash order, one segment named by its content.
+    ``workers``: "driver" builds in this process (all postings sorted at once); "ray" builds on
+    Ray workers (:func:`_build_on_ray`: shards of ``shard_tracks`` tracks in parallel, merged by
+    code ranges of about ``part_postings`` postings), byte for byte the same files (an empty
+    library is built in-process); "auto" (the default) uses Ray for libraries of at least
+    :data:`RAY_MIN_POSTINGS` postings.
     """
+    if workers not in ("auto", "driver", "ray"):
+        raise ValueError(f"workers must be 'auto', 'driver' or 'ray', got {workers!r}")
     _require_tables(engine)
     directory = index_dir(engine)
     with Session(engine) as s:
-        hashes = sorted(s.scalars(select(Fingerprint.content_hash).where(Fingerprint.version == FP_VERSION)))
-    rows = _fingerprint_rows(engine, hashes)
-    keyed = [(i + 1, _as_codes(codes)) for i, (_, codes, _) in enumerate(rows)]
-    postings = build_postings(keyed)
-    name = _write_segment(directory, postings)
+        listing = sorted(s.execute(select(Fingerprint.content_hash, Fingerprint.n_codes, Fingerprint.frame_rate_hz)
+                                   .where(Fingerprint.version == FP_VERSION)).tuples())
+    total = sum(n for _, n, _ in listing)
+    if total and (workers == "ray" or (workers == "auto" and total >= RAY_MIN_POSTINGS)):
+        name, n_codes = _build_on_ray(engine, [h for h, _, _ in listing], shard_tracks or SHARD_TRACKS,
+                                      part_postings or PART_POSTINGS)
+        tracks = [(h, _analysis_rate(r), n) for (h, _, r), n in zip(listing, n_codes)]
+    else:
+        rows = _fingerprint_rows(engine, [h for h, _, _ in listing])
+        keyed = [(i + 1, _as_codes(codes)) for i, (_, codes, _) in enumerate(rows)]
+        name = _write_segment(directory, build_postings(keyed))
+        tracks = [(h, rate, len(c)) for (h, _, rate), (_, c) in zip(rows, keyed)]
+        del keyed, rows
     with Session(engine) as s, s.begin():
         s.execute(delete(FpIndexTrack))
         s.execute(delete(FpIndexSegment))
-        s.add(FpIndexSegment(name=name, version=FP_VERSION, n_postings=int(postings.shape[1]), n_tracks=len(rows),
-                             max_key=len(rows)))
-        for (h, _, rate), (k, c) in zip(rows, keyed):
-            s.add(FpIndexTrack(content_hash=h, track_key=k, version=FP_VERSION, frame_rate_hz=rate,
-                               n_codes=len(c), segment=name))
+        s.add(FpIndexSegment(name=name, version=FP_VERSION, n_postings=sum(n for _, _, n in tracks),
+                             n_tracks=len(tracks), max_key=len(tracks)))
+        for i in range(0, len(tracks), 5000):
+            s.execute(insert(FpIndexTrack), [
+                {"content_hash": h, "track_key": k, "version": FP_VERSION, "frame_rate_hz": rate, "n_codes": n,
+                 "segment": name} for k, (h, rate, n) in enumerate(tracks[i: i + 5000], start=i + 1)])
     _gc(engine, directory)
     return stats(engine)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parallel build (Ray)
+# ----------------------------------------------------------------------------------------------
+
+#: ``rebuild(workers="auto")`` builds on Ray from this many postings on (≈ 8,700 tracks of 3.5 min;
+#: 240 MB of index): below it starting Ray costs more than it saves.
+RAY_MIN_POSTINGS = 20_000_000
+#: Tracks per map task of the parallel build (≈ 23 M postings, ≈ 0.8 GB of task memory).
+SHARD_TRACKS = 10_000
+#: Postings per merge task (a code range): ≈ 32 bytes of task memory per posting.
+PART_POSTINGS = 24_000_000
+_HIST_BITS = 16
+
+
+def _build_on_ray(engine: Engine, hashes: list[str], shard_tracks: int, part_postings: int) -> tuple[str, list[int]]:
+    """Build the one segment of :func:`rebuild` on Ray workers; returns its name and the number
+    of codes of each track (in ``hashes`` order, keys 1..N).
+
+    Map: each task reads a contiguous range of ``shard_tracks`` tracks (content-hash order) from
+    the fingerprints table, sorts its postings (:func:`build_postings`, keys from the range's
+    first key) into a piece file, and returns its number of codes per track and per 16-bit code
+    prefix. Merge: the code space is cut at prefix boundaries into ranges of about
+    ``part_postings`` postings; each task concatenates the pieces' slices of its range in shard
+    order and sorts them by code with a stable sort (the pieces hold increasing key ranges, each
+    sorted by code, key, frame, so the result is sorted by code, key, frame, exactly as sorting
+    everything at once), and writes them into its columns of the final file. The driver then
+    hashes the file (its name) and writes its directory in one pass. Tasks read the database and
+    write under the index directory, so they are pinned to this node (all of its CPUs): the files
+    need no shared storage.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from pipeline.runtime import ray_session
+
+    directory = index_dir(engine)
+    directory.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=directory))
+    try:
+        with ray_session():
+            here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+            shards = [(i, hashes[i], hashes[min(i + shard_tracks, len(hashes)) - 1],
+                       min(shard_tracks, len(hashes) - i)) for i in range(0, len(hashes), shard_tracks)]
+            mapper = ray.remote(_map_shard).options(num_cpus=1, scheduling_strategy=here,
+                                                    memory=36 * 2400 * shard_tracks)
+            mapped = ray.get([mapper.remote(str(db_path(engine)), FP_VERSION, first, last, start + 1, n,
+                                            str(work / f"piece-{k:05d}.npy"))
+                              for k, (start, first, last, n) in enumerate(shards)])
+            n_codes = [n for m in mapped for n in m[0]]
+            total = sum(n_codes)
+            hist = np.sum([m[1] for m in mapped], axis=0) if mapped else np.zeros(1 << _HIST_BITS, np.int64)
+            bounds = _cut(hist, part_postings)  # code prefixes starting each range, and the end
+            final = work / "segment.npy"
+            np.lib.format.open_memmap(final, mode="w+", dtype=np.uint32, shape=(3, total))  # header + zeros
+            starts = np.r_[0, np.cumsum(hist)][bounds]
+            merger = ray.remote(_merge_range)
+            ray.get([merger.options(num_cpus=1, scheduling_strategy=here,
+                                    memory=max(1, 36 * int(starts[r + 1] - starts[r]))).remote(
+                [str(work / f"piece-{k:05d}.npy") for k in range(len(shards))], str(final),
+                int(bounds[r]), int(bounds[r + 1]), int(starts[r]), int(starts[r + 1]))
+                for r in range(len(bounds) - 1)])
+        return _finish_segment(directory, final, total), n_codes
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _cut(hist: np.ndarray, part_postings: int) -> np.ndarray:
+    """Prefix boundaries [0, ..., 2^16] cutting ``hist`` (postings per 16-bit prefix) into
+    consecutive ranges of about ``part_postings`` postings (a prefix is never split)."""
+    cum = np.cumsum(hist)
+    total = int(cum[-1]) if len(cum) else 0
+    n = max(1, -(-total // max(1, part_postings)))
+    cuts = np.searchsorted(cum, np.arange(1, n) * (total / n), side="left") + 1
+    return np.unique(np.r_[0, cuts, len(hist)]).astype(np.int64)
+
+
+def _map_shard(db: str, version: str, first: str, last: str, first_key: int, n_expected: int,
+               out: str) -> tuple[list[int], np.ndarray]:
+    """Ray task of :func:`_build_on_ray`: the sorted postings of one range of tracks."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT content_hash, codes FROM fingerprints WHERE version = ? AND content_hash >= ? "
+                            "AND content_hash <= ? ORDER BY content_hash", (version, first, last)).fetchall()
+    finally:
+        conn.close()
+    if len(rows) != n_expected:
+        raise ChromarayError(f"the fingerprints of {db} changed during the index build "
+                             f"({len(rows)} tracks in a range that held {n_expected}): run it again")
+    codes = [_as_codes(c) for _, c in rows]
+    postings = build_postings([(first_key + i, c) for i, c in enumerate(codes)])
+    np.save(out, postings)
+    return [len(c) for c in codes], prefix_counts(postings[0], _HIST_BITS)
+
+
+def _merge_range(pieces: list[str], final: str, p_lo: int, p_hi: int, start: int, end: int) -> None:
+    """Ray task of :func:`_build_on_ray`: the postings of code prefixes [p_lo, p_hi) (16 bits)
+    into columns [start, end) of the final file."""
+    shift = np.uint32(32 - _HIST_BITS)
+    parts = []
+    for path in pieces:
+        seg = np.load(path, mmap_mode="r")
+        col = seg[0]
+        a = int(np.searchsorted(col, np.uint32(p_lo) << shift)) if p_lo else 0
+        b = int(np.searchsorted(col, np.uint32(p_hi) << shift)) if p_hi < (1 << _HIST_BITS) else col.shape[0]
+        parts.append(np.array(seg[:, a:b]))
+    merged = np.concatenate(parts, axis=1) if parts else np.zeros((3, 0), dtype=np.uint32)
+    del parts
+    merged = merged[:, np.argsort(merged[0], kind="stable")]
+    if merged.shape[1] != end - start:
+        raise ChromarayError(f"index build: code range {p_lo}..{p_hi} holds {merged.shape[1]} postings, "
+                             f"expected {end - start}")
+    out = np.load(final, mmap_mode="r+")
+    out[:, start:end] = merged
+    out.flush()
+    del out
+
+
+def _finish_segment(directory: Path, built: Path, total: int) -> str:
+    """Name a segment file written in place (the SHA-1 of its postings, as :func:`_write_segment`
+    names it), write its directory, fsync and move it into ``directory``."""
+    seg = np.load(built, mmap_mode="r")
+    digest = hashlib.sha1()
+    bits = directory_bits(total)
+    counts = np.zeros(1 << bits, dtype=np.int64)
+    step = 1 << 24
+    for row in range(3):
+        for a in range(0, total, step):
+            chunk = np.ascontiguousarray(seg[row, a: a + step])
+            digest.update(chunk.data)
+            if row == 0:
+                counts += prefix_counts(chunk, bits)
+    del seg
+    name = f"seg-{digest.hexdigest()[:16]}.npy"
+    _write_directory(directory, name, _directory_from_counts(counts))
+    with open(built, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(built, INDEX_FILE_MODE)
+    os.replace(built, directory / name)
+    return name
 
 
 def sync(engine: Engine) -> dict:
@@ -425,12 +662,32 @@ class TrackInfo:
 
 
 class FingerprintIndex:
-    """Read side: memory-mapped segments + the live-track table. Cheap to open."""
+    """Read side: memory-mapped segments + the live-track table. Cheap to open.
 
-    #: Codes with more postings than this are not looked up (silence, drones: no information).
+    A lookup finds each code's postings through its segment's *directory* (position of the first
+    posting of every code prefix: one read, then a binary search inside a prefix of ~16 postings)
+    instead of a binary search over the whole memory-mapped code row, and skips codes that carry
+    little information for the cost of their postings (*stop-listed* codes, see :meth:`lookup`).
+    """
+
+    #: A code with more postings than max(this, :attr:`stop_fraction` x live tracks), summed over
+    #: segments and tracks, is not looked up (silence, drones: no information).
     max_postings_per_code = 2000
+    #: The stop list scales with the library: in a library of 10^6 tracks a code shared by 2,000
+    #: of them (0.2 %) still tells tracks apart.
+    stop_fraction = 0.01
+    #: Budget of one :meth:`lookup` call (default of its ``max_postings``): when its codes hold
+    #: more postings than this in all, the codes with the fewest postings (the most informative,
+    #: inverse document frequency) are looked up first, until the budget is spent; the rest are
+    #: skipped like stop-listed codes. It bounds a query's cost whatever the library size (codes
+    #: shared between songs hold ~N/400 postings each in a library of N tracks); below ~5·10^4
+    #: tracks a whole-clip query of 10 s never reaches it. At 10^5 tracks of the scale benchmark
+    #: (benchmarks/bench_index_scale.py, where passages are shared verbatim by hundreds of tracks)
+    #: 200,000 kept clean top-1 at 16/16 clips and 100,000 or less lost 2-9 of them. None: no budget.
+    max_postings_per_query: int | None = 200_000
 
-    def __init__(self, engine: Engine, segments: list[np.ndarray], tracks: dict[int, TrackInfo]):
+    def __init__(self, engine: Engine, segments: list[np.ndarray], tracks: dict[int, TrackInfo],
+                 directories: list[np.ndarray] | None = None):
         self.engine = engine
         self.segments = segments
         self.tracks = tracks
@@ -438,6 +695,7 @@ class FingerprintIndex:
         self.live = np.zeros(n, dtype=bool)
         self.live[list(tracks)] = True
         self._codes_cache: dict[int, np.ndarray] = {}
+        self.directories = directories if directories is not None else [_load_directory(seg) for seg in segments]
 
     @classmethod
     def open(cls, engine: Engine) -> FingerprintIndex:
@@ -451,6 +709,7 @@ class FingerprintIndex:
                                              FpIndexTrack.frame_rate_hz, FpIndexTrack.n_codes)))
             try:
                 segs = [_load_segment(directory, n) for n in names]
+                dirs = [_load_directory(seg, directory / _dir_name(n)) for n, seg in zip(names, segs)]
             except FileNotFoundError:
                 # A writer compacted between our manifest read and the file open: read again.
                 if attempt == 2:
@@ -458,12 +717,17 @@ class FingerprintIndex:
                                          "run `chromaray identify` on a writable database to rebuild") from None
                 time.sleep(0.2)
                 continue
-            return cls(engine, segs, {k: TrackInfo(k, h, r, n) for k, h, r, n in rows})
+            return cls(engine, segs, {k: TrackInfo(k, h, r, n) for k, h, r, n in rows}, dirs)
         raise AssertionError("unreachable")
 
     @property
     def n_postings(self) -> int:
         return int(sum(s.shape[1] for s in self.segments))
+
+    @property
+    def stop_postings(self) -> int:
+        """A code with more postings than this is stop-listed (see :attr:`max_postings_per_code`)."""
+        return max(self.max_postings_per_code, int(self.stop_fraction * len(self.tracks)))
 
     def mask(self, keys: Iterable[int]) -> np.ndarray:
         """A ``live`` mask for :meth:`lookup` that keeps only the tracks ``keys``."""
@@ -471,32 +735,57 @@ class FingerprintIndex:
         out[[k for k in keys if self.live[k]]] = True
         return out
 
-    def lookup(self, codes: np.ndarray, live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def ranges(self, codes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per segment, (first, end) positions of the postings of each of ``codes`` (uint32)."""
+        out = []
+        for seg, d in zip(self.segments, self.directories):
+            bits = (len(d) - 1).bit_length() - 1  # len(d) = 2^bits + 1
+            p = codes >> np.uint32(32 - bits)
+            lo = d[p].astype(np.int64)
+            hi = d[p + 1].astype(np.int64)
+            out.append((_first_at_least(seg[0], codes, lo.copy(), hi.copy()),
+                        _first_above(seg[0], codes, lo, hi)))
+        return out
+
+    def lookup(self, codes: np.ndarray, live: np.ndarray | None = None, *,
+               max_postings: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Postings of each query code: (query index, track key, code frame), live tracks only
         (or only those of ``live``, a :meth:`mask`).
 
-        Codes with more than :attr:`max_postings_per_code` postings (summed over segments, all
-        tracks) are skipped.
+        Stop-listed codes are skipped: a code with more than :attr:`stop_postings` postings
+        (summed over segments, all tracks), and, when the codes hold more than ``max_postings``
+        postings in all (default :attr:`max_postings_per_query`), the codes with most postings
+        beyond that budget (codes are taken fewest postings first, each code with all its
+        occurrences in ``codes``; ties in code order).
         """
         live = self.live if live is None else live
-        codes = np.asarray(codes, dtype=np.uint32)
-        # Search each distinct code once, in ascending order: NumPy's binary search then starts
-        # from the previous hit, which keeps the touched pages local (5-10x faster on a memmap).
-        uniq, inv = np.unique(codes, return_inverse=True)
-        ranges = []
-        total = np.zeros(len(codes), dtype=np.int64)
-        for seg in self.segments:
-            col = seg[0]
-            lo = np.searchsorted(col, uniq, side="left")[inv]
-            hi = np.searchsorted(col, uniq, side="right")[inv]
-            ranges.append((lo, hi))
+        codes = np.asarray(codes, dtype=np.uint32).ravel()
+        budget = self.max_postings_per_query if max_postings is None else max_postings
+        # Each distinct code once, in ascending order (neighbouring codes share pages).
+        order = np.argsort(codes, kind="stable")
+        sc = codes[order]
+        first = np.r_[True, sc[1:] != sc[:-1]] if len(sc) else np.zeros(0, dtype=bool)
+        uniq = sc[first]
+        inv = np.empty(len(codes), dtype=np.int64)
+        inv[order] = np.cumsum(first) - 1
+        ranges = self.ranges(uniq)
+        total = np.zeros(len(uniq), dtype=np.int64)
+        for lo, hi in ranges:
             total += hi - lo
-        ok = total <= self.max_postings_per_code
+        ok = total <= self.stop_postings
+        if budget is not None:
+            cost = total * np.bincount(inv, minlength=len(uniq))  # postings returned per distinct code
+            if int(cost[ok].sum()) > budget:
+                cheap = np.flatnonzero(ok)[np.argsort(total[ok], kind="stable")]
+                spent = np.cumsum(cost[cheap])
+                ok = np.zeros_like(ok)
+                ok[cheap[spent <= budget]] = True
         qs, ks, fs = [], [], []
-        for seg, (lo, hi) in zip(self.segments, ranges):
-            n = np.where(ok, hi - lo, 0)
+        for seg, (lo_u, hi_u) in zip(self.segments, ranges):
+            n = np.where(ok, hi_u - lo_u, 0)[inv]
             if not n.any():
                 continue
+            lo = lo_u[inv]
             q = np.repeat(np.arange(len(codes)), n)
             # positions lo[q] + (0..n-1) for each query, vectorised
             starts = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
@@ -535,3 +824,32 @@ class FingerprintIndex:
             self._codes_cache[want[h]] = _as_codes(blob)
         for k in want.values():
             self._codes_cache.setdefault(k, np.zeros(0, dtype=np.uint32))
+
+
+def _first_at_least(col: np.ndarray, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per element, the first position p in [lo, hi) of the sorted ``col`` with col[p] >= x
+    (hi when none): a binary search vectorised over the elements, each inside its own range
+    (``lo`` and ``hi`` are overwritten)."""
+    active = np.flatnonzero(lo < hi)
+    while len(active):
+        a, b = lo[active], hi[active]
+        mid = (a + b) >> 1
+        below = col[mid] < x[active]
+        lo[active[below]] = mid[below] + 1
+        hi[active[~below]] = mid[~below]
+        active = active[lo[active] < hi[active]]
+    return lo
+
+
+def _first_above(col: np.ndarray, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Like :func:`_first_at_least` with col[p] > x."""
+    active = np.flatnonzero(lo < hi)
+    while len(active):
+        a, b = lo[active], hi[active]
+        mid = (a + b) >> 1
+        below = col[mid] <= x[active]
+        lo[active[below]] = mid[below] + 1
+        hi[active[~below]] = mid[~below]
+        active = active[lo[active] < hi[active]]
+    return lo
+

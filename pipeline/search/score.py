@@ -106,18 +106,63 @@ def partial_score(windows: np.ndarray, keep: float) -> float:
     return float(partial_scores(np.asarray(windows, dtype=np.float64)[None, :], keep)[0])
 
 
+def _popcount16(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint32 as int16 (no int64 temporaries on NumPy >= 2)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int16)
+    return popcount32(x).astype(np.int16)
+
+
 def alignment_sweep(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None, *, window: int,
                     keep: float, min_windows: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`partial_scores` of ``a`` against ``b`` at every alignment ``d`` where ``a`` could
     have ``min_windows`` windows inside ``b``: (alignments, scores; 0.5 where fewer windows
     overlap). The brute-force view of one track that a candidate alignment is judged against
-    (its best *wrong* alignment)."""
+    (its best *wrong* alignment), and the music-over-music search's sweep of a candidate track.
+
+    Equal to :func:`window_matrix` + :func:`partial_scores` at each alignment (to float rounding),
+    computed without one gather per alignment: the integer errors of every (query code, track
+    code) pair once, then summed along the diagonals of that matrix (a strided view), ~20x faster."""
+    a = np.asarray(a, dtype=np.uint32)
+    b = np.asarray(b, dtype=np.uint32)
+    nw = len(a) // window
+    n = nw * window
     span = min_windows * window
     ds = np.arange(-(len(a) - span), len(b) - span + 1)
     scores = np.full(len(ds), 0.5)
-    for i in range(0, len(ds), 512):  # bounded memory: 512 alignments x len(a) codes at a time
-        part = ds[i: i + 512]
-        scores[i: i + 512] = partial_scores(window_matrix(a, b, part, valid, window=window), keep, min_windows)
+    if nw == 0 or len(ds) == 0 or len(b) == 0:
+        return ds, scores
+    ok = np.ones(n, dtype=bool) if valid is None else np.asarray(valid[:n], dtype=bool)
+    a = a[:n]
+    # 768 * per-code score = 12 * (errors of 32 bits) + 32 * (errors of the 12 temporal bits):
+    # exact in int16, as is a window's sum (<= 768 * window for window <= 42).
+    scale = 2 * N_BITS * _N_DELTA_BITS
+    assert window * scale < 2 ** 15, "window too long for int16 sums"
+    starts = np.arange(nw) * window
+    pre = np.r_[0, np.cumsum(ok)]  # valid codes of a before index i
+    for c0 in range(0, len(ds), 4096):  # bounded memory: 4096 alignments at a time
+        dd = ds[c0: c0 + 4096]
+        lo_b, hi_b = max(0, int(dd[0])), min(len(b), int(dd[-1]) + n)  # track codes these alignments touch
+        x = a[:, None] ^ b[None, lo_b:hi_b]
+        e = _popcount16(x) * np.int16(_N_DELTA_BITS)
+        e += _popcount16(x & DELTA_MASK) * np.int16(N_BITS)
+        e[~ok] = 0
+        # padded so that row i, column i + (d - lo_b) + n is code b[d + i]; zeros outside b
+        width = hi_b - lo_b
+        ep = np.zeros((n, width + 2 * n), dtype=np.int16)
+        ep[:, n: n + width] = e
+        st = ep.strides
+        diag = np.lib.stride_tricks.as_strided(ep, shape=(n, width + n + 1), strides=(st[0] + st[1], st[1]),
+                                               writeable=False)
+        c_lo = int(dd[0]) - lo_b + n
+        sums = diag[:, c_lo: c_lo + len(dd)].reshape(nw, window, len(dd)).sum(axis=1, dtype=np.int32)
+        # valid codes i of each window with 0 <= i + d < len(b)
+        lo_i = np.clip(np.maximum(starts[:, None], -dd[None, :]), 0, n)
+        hi_i = np.clip(np.minimum(starts[:, None] + window, len(b) - dd[None, :]), 0, n)
+        counts = np.where(hi_i > lo_i, pre[hi_i] - pre[lo_i], 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(counts * 2 >= window, sums / (scale * counts.astype(np.float64)), np.nan)
+        scores[c0: c0 + 4096] = partial_scores(w.T, keep, min_windows)
     return ds, scores
 
 

@@ -87,8 +87,10 @@ def test_add_lookup_remove(engine):
 
 
 def _segment_names(engine) -> list[str]:
+    """The files the index directory must hold: each live segment and its directory file."""
     with Session(engine) as s:
-        return sorted(s.scalars(select(index.FpIndexSegment.name)))
+        names = list(s.scalars(select(index.FpIndexSegment.name)))
+    return sorted(names + ["dir-" + n[len("seg-"):] for n in names])
 
 
 def test_sync_follows_fingerprints_and_rebuild_is_deterministic(engine, tmp_path):
@@ -119,7 +121,7 @@ def test_sync_follows_fingerprints_and_rebuild_is_deterministic(engine, tmp_path
     _store(other, list(reversed(want)))
     index.rebuild(other)
     files2 = {p.name: p.read_bytes() for p in index.index_dir(other).iterdir()}
-    assert files1 == files2 and len(files1) == 1
+    assert files1 == files2 and len(files1) == 2  # one segment, its directory
     other.dispose()
 
 
@@ -212,3 +214,103 @@ def test_writers_need_the_tables_open_db_creates(tmp_path):
     assert index.FingerprintIndex.open(bare).tracks == {} and index.is_stale(bare)
     assert index.stats(bare)["tracks"] == 0
     bare.dispose()
+
+
+def _shared_library(n_tracks: int = 24, seed: int = 5) -> list[tuple[str, np.ndarray]]:
+    """Tracks chained from segments of a few source sequences (codes shared between tracks, as
+    between songs), some XOR-masked; code 0 (silence) in every track; extreme codes present."""
+    rng = np.random.default_rng(seed)
+    sources = [_codes(1000 + i, 400) for i in range(4)]
+    sources[0][:3] = [0, 2**32 - 1, 2**31]
+    items = []
+    for i in range(n_tracks):
+        parts = [np.zeros(5, np.uint32)]
+        while sum(len(p) for p in parts) < 250:
+            src = sources[int(rng.integers(len(sources)))]
+            a = int(rng.integers(0, 300))
+            seg = src[a: a + int(rng.integers(20, 100))]
+            parts.append(seg if rng.random() < 0.5 else seg ^ np.uint32(rng.integers(0, 2**32)))
+        items.append((_h(i), np.concatenate(parts).astype(np.uint32)))
+    return items
+
+
+def _brute_lookup(idx: index.FingerprintIndex, codes, live, budget):
+    """Reference for FingerprintIndex.lookup: every posting of every segment scanned, the
+    documented stop list applied (more than stop_postings postings; beyond the budget, codes with
+    most postings first), as a set of (query index, key, frame)."""
+    codes = np.asarray(codes, np.uint32)
+    allp = np.concatenate([np.asarray(s) for s in idx.segments], axis=1)
+    count = {int(c): int(np.sum(allp[0] == c)) for c in set(codes.tolist())}
+    ok = {c for c, n in count.items() if n <= idx.stop_postings}
+    mult = {c: int(np.sum(codes == c)) for c in count}
+    if budget is not None and sum(count[c] * mult[c] for c in ok) > budget:
+        spent, kept = 0, set()
+        for c in sorted(ok, key=lambda c: (count[c], c)):
+            spent += count[c] * mult[c]
+            if spent <= budget:
+                kept.add(c)
+        ok = kept
+    out = set()
+    for qi, c in enumerate(codes.tolist()):
+        if c in ok:
+            for j in np.flatnonzero(allp[0] == c):
+                k = int(allp[1, j])
+                if k < len(live) and live[k]:
+                    out.add((qi, k, int(allp[2, j])))
+    return out
+
+
+def test_lookup_equals_a_brute_force_scan(engine):
+    """The directory + vectorised binary search finds exactly the postings a full scan finds,
+    over several segments (one with dead postings), with a mask, under a budget and the stop list."""
+    items = _shared_library()
+    _store(engine, items)
+    index.add_tracks(engine, items[:10], frame_rate_hz=RATE)
+    index.add_tracks(engine, items[10:], frame_rate_hz=RATE)
+    index.remove_tracks(engine, [items[3][0]])
+    idx = index.FingerprintIndex.open(engine)
+    assert len(idx.segments) == 2 and all(len(d) == 2**8 + 1 for d in idx.directories)
+    rng = np.random.default_rng(0)
+    pool = np.concatenate([c for _, c in items])
+    q = np.r_[rng.choice(pool, 300), rng.integers(0, 2**32, 50).astype(np.uint32), [0, 2**32 - 1, 2**31, 1]]
+    q = q.astype(np.uint32)
+    keys = sorted(idx.tracks)
+    idx.max_postings_per_code = 60  # code 0 (5 per track) and the most shared codes are stop words
+    for live, budget in ((None, None), (idx.mask(keys[::2]), None), (None, 2000), (idx.mask(keys[1::3]), 500)):
+        qi, k, f = idx.lookup(q, live, max_postings=budget)
+        got = set(zip(qi.tolist(), k.tolist(), f.tolist()))
+        assert len(got) == len(qi)
+        want = _brute_lookup(idx, q, idx.live if live is None else live, budget)
+        assert got == want and want
+    assert not (set(idx.lookup(np.zeros(1, np.uint32))[0].tolist()))  # 115 postings of silence: stop word
+    # The default budget (class attribute) applies when the call gives none.
+    idx.max_postings_per_query = 2000
+    assert len(idx.lookup(q)[0]) == len(_brute_lookup(idx, q, idx.live, 2000))
+    # A directory recomputed from the code row (index files written before directories) is the same.
+    np.testing.assert_array_equal(index._load_directory(idx.segments[0]), idx.directories[0])
+
+
+@pytest.mark.ray
+def test_ray_build_equals_driver_build(engine, tmp_path, ray_local):
+    """rebuild on Ray workers (several shards, several code ranges) writes byte for byte the files
+    and manifest of the in-process rebuild."""
+    items = _shared_library(30)
+    _store(engine, items)
+
+    def snapshot(eng):
+        d = index.index_dir(eng)
+        with Session(eng) as s:
+            rows = sorted(s.execute(select(index.FpIndexTrack.content_hash, index.FpIndexTrack.track_key,
+                                           index.FpIndexTrack.frame_rate_hz, index.FpIndexTrack.n_codes,
+                                           index.FpIndexTrack.segment)).tuples())
+            segs = sorted(s.execute(select(index.FpIndexSegment.name, index.FpIndexSegment.n_postings,
+                                           index.FpIndexSegment.n_tracks, index.FpIndexSegment.max_key)).tuples())
+        return {p.name: (p.read_bytes(), p.stat().st_mode & 0o777) for p in d.iterdir()}, rows, segs
+
+    st = index.rebuild(engine, workers="driver")
+    driver = snapshot(engine)
+    st_ray = index.rebuild(engine, workers="ray", shard_tracks=7, part_postings=1500)
+    assert snapshot(engine) == driver and st_ray == st
+    assert st["postings"] == sum(len(c) for _, c in items) and len(driver[0]) == 2
+    with pytest.raises(ValueError, match="workers must be"):
+        index.rebuild(engine, workers="cluster")

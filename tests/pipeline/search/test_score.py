@@ -194,3 +194,23 @@ def test_partial_scores_and_the_sweep() -> None:
     # The agreeing half scores 0 at the true alignment; the whole-clip score there is near chance.
     assert int(ds[np.argmin(sweep)]) == 120 and sweep.min() == 0.0
     assert verify_codes(a, b, 120).score > 0.2
+
+
+@pytest.mark.parametrize(("n_b", "masked"), [(300, True), (40, True), (64, False)])
+def test_sweep_equals_the_windowed_score_at_every_alignment(n_b: int, masked: bool) -> None:
+    """The sweep (integer errors summed along diagonals) against window_matrix + partial_scores,
+    alignment by alignment: a clip longer than its window multiple, invalid codes, a track
+    shorter than the clip."""
+    from pipeline.search.score import alignment_sweep, partial_scores, window_matrix
+
+    rng = np.random.default_rng(11)
+    b = rng.integers(0, 2**32, n_b, dtype=np.uint64).astype(np.uint32)
+    a = rng.integers(0, 2**32, 53, dtype=np.uint64).astype(np.uint32)
+    m = min(30, n_b - 7)
+    a[5: 5 + m] = b[7: 7 + m] ^ (rng.random(m) < 0.3).astype(np.uint32) << np.uint32(13)
+    valid = rng.random(len(a)) < 0.8 if masked else None
+    ds, sweep = alignment_sweep(a, b, valid, window=8, keep=0.5, min_windows=2)
+    assert ds[0] == -(53 - 16) and ds[-1] == n_b - 16
+    want = partial_scores(window_matrix(a, b, ds, valid, window=8), 0.5, 2)
+    np.testing.assert_allclose(sweep, want, rtol=0, atol=1e-12)
+    assert int(ds[np.argmin(sweep)]) == 2  # b[7 + i] against a[5 + i]
