@@ -10,6 +10,8 @@ file: {"midi": path, "matches": [{"path": ..., "score": ..., "gap": ..., "shift"
 The Parquet folder is the one the database records (--out overrides it). Thresholds come from
 the `match` section of --config (pipeline.config.MatchConfig); the options --top-k,
 --min-score, --min-gap, --max-candidates, --transpose and --workers override it.
+A run holds the database's match-midi writer role and the Parquet folder's lock while it runs
+(refused with one line while another match-midi or a fingerprint run on that folder holds them).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"how much better than at the 11 other transpositions a pair must align "
                              f"(default: {MatchConfig.min_gap:g}, see pipeline.midi_match)")
     parser.add_argument("--max-candidates", type=int, default=None,
-                        help=f"audio tracks aligned per MIDI file after pitch-profile pruning "
+                        help=f"audio tracks aligned per MIDI file, retrieved by chord n-grams "
                              f"(default: {MatchConfig.max_candidates})")
     parser.add_argument("--transpose", action="store_true", default=None,
                         help="also match recordings in another key (tries the 12 transpositions, reports the shift)")

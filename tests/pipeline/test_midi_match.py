@@ -374,3 +374,62 @@ def test_stored_matches_reads_a_readonly_database(library, tmp_path):
     bare = open_db(tmp_path / "bare.sqlite", readonly=True)
     assert stored_matches(bare, h) == []
     bare.dispose()
+
+
+def test_storing_run_holds_the_writer_lock(library):
+    """A storing match-midi claims the database's match-midi writer role and the Parquet
+    folder's lock (pipeline.store.runs), like `chromaray fingerprint`: refused with one line while
+    another holds either, having written nothing; a run row records the finished run."""
+    from pipeline.store import Run, WriterBusy, claim_run, finish_run
+    from pipeline.store.runs import FolderBusy
+
+    engine, out = library["engine"], library["out"]
+    h = _hash(library["midis"]["piece04"])
+    with Session(engine) as s:
+        before = s.scalar(select(func.count()).select_from(MidiMatchRow))
+    held = claim_run(engine, "match-midi")  # another live match-midi of this database
+    try:
+        with pytest.raises(WriterBusy, match="match-midi"):
+            match_midi(engine, out, midi_hashes=[h])
+        assert match_midi(engine, out, midi_hashes=[h], store=False)  # reading needs no lock
+    finally:
+        finish_run(engine, held, "finished")
+    writer = claim_run(engine, "fingerprint", out_dir=out)  # a fingerprint run writing to this folder
+    try:
+        with pytest.raises(FolderBusy, match="output folder"):
+            match_midi(engine, out, midi_hashes=[h])
+    finally:
+        finish_run(engine, writer, "finished")
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(MidiMatchRow)) == before
+    match_midi(engine, out, midi_hashes=[h])
+    with Session(engine) as s:
+        last = s.scalars(select(Run).where(Run.kind == "match-midi").order_by(Run.started_at.desc())).first()
+        assert last is not None and last.status == "finished" and last.id != held
+        row = s.scalars(select(MidiMatchRow).where(MidiMatchRow.midi_hash == h)).first()
+        assert row is not None and row.shift == 0 and row.gap is not None and row.gap >= MatchConfig().min_gap
+
+
+def test_schema4_database_gets_shift_and_gap(tmp_path):
+    """shift and gap of midi_matches came with schema 5: a writer adds them to an older database
+    (pipeline.store.db._add_missing_columns), a reader of an older one still reads its rows."""
+    import sqlite3
+
+    from sqlalchemy import inspect
+
+    path = tmp_path / "old.sqlite"
+    open_db(path).dispose()
+    with sqlite3.connect(path) as conn:  # what a version-4 database holds
+        conn.execute("ALTER TABLE midi_matches DROP COLUMN shift")
+        conn.execute("ALTER TABLE midi_matches DROP COLUMN gap")
+        conn.execute("INSERT INTO midi_matches (midi_hash, audio_hash, rank, score, similarity, chance, tempo_ratio,"
+                     " audio_start_s, audio_end_s, midi_start_s, midi_end_s, matcher_version, created_at) VALUES"
+                     " ('m', 'a', 1, 0.5, 0.8, 0.6, 1.0, 0, 10, 0, 10, 'a3', '2026-01-01 00:00:00')")
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    ro = open_db(path, readonly=True)
+    assert [(r.audio_hash, r.shift, r.gap) for r in stored_matches(ro, "m")] == [("a", None, None)]
+    ro.dispose()
+    engine = open_db(path)
+    assert {"shift", "gap"} <= {c["name"] for c in inspect(engine).get_columns("midi_matches")}
+    assert [(r.audio_hash, r.shift, r.gap) for r in stored_matches(engine, "m")] == [("a", 0, None)]
+    engine.dispose()
