@@ -32,8 +32,9 @@ import pyarrow as pa
 from actors.errors import ChromarayError
 from actors.stages import Resources, Stage
 
-__all__ = ["CONNECT_TIMEOUT_S", "QUIET_ENV", "STOP_REQUESTED", "RayInfo", "apply_stage", "check_reachable", "init_ray",
-           "native_stderr_to", "prepare_environment", "ray_session", "stop_on_signals"]
+__all__ = ["CONNECT_TIMEOUT_S", "QUIET_ENV", "STOP_REQUESTED", "RayInfo", "apply_stage", "check_reachable",
+           "here_if_it_has_cpus", "init_ray", "native_stderr_to", "prepare_environment", "ray_session",
+           "stop_on_signals"]
 
 QUIET_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "1",
              "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -202,6 +203,22 @@ def ray_session(address: str | None = None, *, verbose: bool = False,
     finally:
         if ours and ray.is_initialized():
             ray.shutdown()
+
+
+def here_if_it_has_cpus() -> Any:
+    """A scheduling strategy that pins tasks to this process's node, or None when Ray can schedule
+    no CPU there (a cluster head started with ``--num-cpus 0``, as in cluster.yaml, where job
+    drivers run): tasks that read this node's files would wait forever, so the caller works in
+    process instead. Needs Ray initialised."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    cpus = next((float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes()
+                 if n.get("NodeID") == node and n.get("Alive")), 0.0)
+    if cpus < 1:
+        return None
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
 
 
 def _ray_messages_off_stdout() -> None:

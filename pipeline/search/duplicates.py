@@ -25,6 +25,7 @@ not compared with each other.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,8 @@ __all__ = ["AGREE_SHARE", "AGREE_WINDOW", "AGREE_WINDOW_SCORE", "LOOKUP_POSTINGS
            "MIN_COVER_LONGER", "MIN_COVER_SHORTER",
            "RAY_MIN_TRACKS", "TRACKS_PER_TASK", "VERIFY_PER_TRACK", "DuplicateFinder", "DuplicateGroup",
            "agrees_throughout", "find_duplicates"]
+
+log = logging.getLogger(__name__)
 
 #: ``find(workers="auto")`` compares on Ray from this many searched tracks on.
 RAY_MIN_TRACKS = 20_000
@@ -137,8 +140,11 @@ class DuplicateFinder:
         t0 = time.perf_counter()
         use_ray = workers == "ray" or (workers == "auto" and len(keys) >= RAY_MIN_TRACKS)
         # (a, b, similarity, offset of b in a, s), sorted: the same edges in the same order however found.
-        edges = sorted(self._edges_on_ray(max_score, min_overlap_s) if use_ray
-                       else self.edges(list(range(len(self.settings.groups))), None, max_score, min_overlap_s))
+        found = self._edges_on_ray(max_score, min_overlap_s) if use_ray else None
+        use_ray = found is not None
+        if found is None:
+            found = self.edges(list(range(len(self.settings.groups))), None, max_score, min_overlap_s)
+        edges = sorted(found)
         self.timing = {"tracks": len(keys), "workers": "ray" if use_ray else "driver",
                        "edges_s": round(time.perf_counter() - t0, 3)}
         # Union-find over edges.
@@ -219,20 +225,22 @@ class DuplicateFinder:
                     edges.extend(self._edges_of(a, live, max_score, min_overlap_s))
         return edges
 
-    def _edges_on_ray(self, max_score: float, min_overlap_s: float) -> list[tuple[int, int, float, float]]:
+    def _edges_on_ray(self, max_score: float, min_overlap_s: float) -> list[tuple[int, int, float, float]] | None:
         """:meth:`edges` in Ray tasks over key ranges of about :data:`TRACKS_PER_TASK` tracks, each
         opening the database read-only and the memory-mapped index itself; pinned to this node,
-        which holds the files."""
+        which holds the files. None when this node has no CPU for Ray tasks (a cluster head)."""
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from pipeline.runtime import ray_session
+        from pipeline.runtime import here_if_it_has_cpus, ray_session
         from pipeline.search.index import db_path
 
         keys = sorted(k for _, group in self.settings.groups for k in group)
         cuts = [*keys[::TRACKS_PER_TASK], keys[-1] + 1] if keys else []
         with ray_session():
-            here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+            here = here_if_it_has_cpus()
+            if here is None:
+                log.warning("no CPU for Ray tasks on this node: comparing tracks in this process")
+                return None
             task = ray.remote(_edges_task).options(num_cpus=1, scheduling_strategy=here)
             args = (str(db_path(self.engine)), self.config, self.dsp, max_score, min_overlap_s)
             parts = ray.get([task.remote(*args, (lo, hi)) for lo, hi in itertools.pairwise(cuts)])

@@ -60,6 +60,7 @@ runs on Ray workers: shards of tracks sorted in parallel, merged by code ranges 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -101,6 +102,8 @@ __all__ = [
     "stats",
     "sync",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Compaction triggers.
 MAX_SEGMENTS = 12
@@ -396,9 +399,12 @@ def rebuild(engine: Engine, *, workers: str = "auto", shard_tracks: int | None =
         listing = sorted(s.execute(select(Fingerprint.content_hash, Fingerprint.n_codes, Fingerprint.frame_rate_hz)
                                    .where(Fingerprint.version == FP_VERSION)).tuples())
     total = sum(n for _, n, _ in listing)
+    built = None
     if total and (workers == "ray" or (workers == "auto" and total >= RAY_MIN_POSTINGS)):
-        name, n_codes = _build_on_ray(engine, [h for h, _, _ in listing], shard_tracks or SHARD_TRACKS,
-                                      part_postings or PART_POSTINGS)
+        built = _build_on_ray(engine, [h for h, _, _ in listing], shard_tracks or SHARD_TRACKS,
+                              part_postings or PART_POSTINGS)
+    if built is not None:
+        name, n_codes = built
         tracks = [(h, _analysis_rate(r), n) for (h, _, r), n in zip(listing, n_codes)]
     else:
         rows = _fingerprint_rows(engine, [h for h, _, _ in listing])
@@ -433,9 +439,11 @@ PART_POSTINGS = 24_000_000
 _HIST_BITS = 16
 
 
-def _build_on_ray(engine: Engine, hashes: list[str], shard_tracks: int, part_postings: int) -> tuple[str, list[int]]:
+def _build_on_ray(engine: Engine, hashes: list[str], shard_tracks: int,
+                  part_postings: int) -> tuple[str, list[int]] | None:
     """Build the one segment of :func:`rebuild` on Ray workers; returns its name and the number
-    of codes of each track (in ``hashes`` order, keys 1..N).
+    of codes of each track (in ``hashes`` order, keys 1..N), or None when this node has no CPU
+    for Ray tasks (a cluster head: the caller builds in process).
 
     Map: each task reads a contiguous range of ``shard_tracks`` tracks (content-hash order) from
     the fingerprints table, sorts its postings (:func:`build_postings`, keys from the range's
@@ -450,16 +458,18 @@ def _build_on_ray(engine: Engine, hashes: list[str], shard_tracks: int, part_pos
     need no shared storage.
     """
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from pipeline.runtime import ray_session
+    from pipeline.runtime import here_if_it_has_cpus, ray_session
 
     directory = index_dir(engine)
     directory.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=directory))
     try:
         with ray_session():
-            here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+            here = here_if_it_has_cpus()
+            if here is None:
+                log.warning("no CPU for Ray tasks on this node: building the fingerprint index in this process")
+                return None
             shards = [(i, hashes[i], hashes[min(i + shard_tracks, len(hashes)) - 1],
                        min(shard_tracks, len(hashes) - i)) for i in range(0, len(hashes), shard_tracks)]
             mapper = ray.remote(_map_shard).options(num_cpus=1, scheduling_strategy=here,
