@@ -15,8 +15,15 @@ from tests.paths import SHARED_DATA
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 for _key, _value in QUIET_ENV.items():
     os.environ.setdefault(_key, _value)
+# Ray Train's controller looks at its workers every 2 s by default, so each training run waits up
+# to that long to see its workers finish, report a checkpoint or die; the test runs are seconds
+# long. Ray Train hands this process's RAY_TRAIN_* variables to its controller actor.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
+
+#: Ray's metrics export period (ms), a system setting read from the environment at start.
+METRICS_INTERVAL_ENV = "RAY_metrics_report_interval_ms"
 
 #: Fixtures that start Ray: a test using one is marked ``ray`` automatically.
 RAY_FIXTURES = frozenset({"ray_local"})
@@ -110,6 +117,16 @@ def ray_local():
 
     from pipeline.runtime import init_ray
 
-    init_ray(num_cpus=2, object_store_memory=1_000_000_000)
+    # Metrics are exported every second instead of Ray's 10 s (the Prometheus test waits for a
+    # cycle); only this runtime's processes read it, not the jobs the tests start in subprocesses.
+    before = os.environ.get(METRICS_INTERVAL_ENV)
+    os.environ[METRICS_INTERVAL_ENV] = "1000"
+    try:
+        init_ray(num_cpus=2, object_store_memory=1_000_000_000)
+    finally:
+        if before is None:
+            os.environ.pop(METRICS_INTERVAL_ENV, None)
+        else:
+            os.environ[METRICS_INTERVAL_ENV] = before
     yield ray
     ray.shutdown()

@@ -180,6 +180,15 @@ def feature_workers(driver_pid: int) -> list[Any]:
     return [p for *_, p in sorted(ranked)]
 
 
+def wait_until_analysing(run: CliRun, out: Path) -> None:
+    """Until ``run``'s feature actors exist (or a first part file is on disk), polled every
+    50 ms: a tight poll for a part's write-to-commit window starts only after this, so it does
+    not take a CPU from the run's Ray start-up on a 2-core machine. No part is written before
+    the actors exist."""
+    wait_for(lambda: part_files(out) or feature_workers(run.pid), interval=0.05, while_alive=run,
+             what="the run's feature actors")
+
+
 def statuses(db: Path) -> dict[str, str]:
     return dict(query(db, "SELECT id, status FROM runs"))
 

@@ -26,6 +26,7 @@ from tests.faults import (
     start_fingerprint,
     statuses,
     wait_for,
+    wait_until_analysing,
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -79,6 +80,7 @@ def test_startup_cleanup_never_removes_parts_of_a_paused_live_run(fault_library,
     try:
         # Pause the driver (the one writer) as soon as a part file appears: usually before the
         # transaction that lists it, which is the window the old cleanup destroyed.
+        wait_until_analysing(first, out)
         wait_for(lambda: part_files(out), interval=0.002, while_alive=first, what="a first Parquet part")
         os.kill(first.pid, signal.SIGSTOP)
         on_disk = part_files(out)

@@ -32,6 +32,7 @@ from tests.faults import (
     start_fingerprint,
     statuses,
     wait_for,
+    wait_until_analysing,
 )
 from tests.paths import REPO
 
@@ -81,6 +82,7 @@ def test_sigkill_of_the_driver_mid_run_then_rerun(fault_library, tmp_path):
     run = start_fingerprint([lib], db, out, tmp_path, "killed")
     listed = lambda: {n for (n,) in query(db, "SELECT name FROM parquet_parts")}  # noqa: E731
     try:
+        wait_until_analysing(run, out)
         # Best: a part written but not yet listed; at the latest once 5 of 10 tracks are in.
         when = wait_for(lambda: ("between write and commit" if part_files(out) - listed() else None)
                         or ("after a commit" if committed_tracks(db) >= 5 else None),

@@ -2,9 +2,10 @@
 submit a fingerprint job, stop it midway (`ray job stop`), submit it again, and check the
 library ends up complete with nothing lost and nothing duplicated.
 
-The head is private to the test: its own --temp-dir, GCS port 6390, dashboard port 8270, and
-it is torn down by killing exactly the processes that carry that temp dir (and their children),
-never with `ray stop` (which would kill every Ray on the machine).
+The head is private to the tests (``ray_head`` in conftest.py, shared with test_job_submit.py):
+its own --temp-dir, GCS port 6390, dashboard port 8270, and it is torn down by killing exactly
+the processes that carry that temp dir (and their children), never with `ray stop` (which would
+kill every Ray on the machine); the fixture checks that none of them survives.
 """
 from __future__ import annotations
 
@@ -22,11 +23,8 @@ import yaml
 
 from pipeline.synth import tremolo_library
 from tests.paths import REPO
-from tests.ray_cluster import PrivateRayHead
 
 CLUSTER_YAML = REPO / "cluster.yaml"
-HEAD_PORT = 6390
-DASHBOARD_PORT = 8270
 
 
 # ------------------------------------------------------------------ cluster.yaml
@@ -129,12 +127,14 @@ def db_query(db: Path, sql: str, *args) -> list[tuple]:
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.timeout(420)
-def test_stop_and_resubmit_fingerprint_job(tmp_path):
+def test_stop_and_resubmit_fingerprint_job(tmp_path, ray_head):
     import pyarrow.parquet as pq
     from ray.job_submission import JobStatus
 
-    # ~20 minutes of audio: long enough (tens of seconds of work here) to stop the job midway.
-    n_tracks = 120
+    # 60 tracks of 10 s, committed one by one: the stop lands some tracks after the first commit
+    # (5 of 120, 12 of 40 and 18 of 60 in runs on a loaded 2-core machine), so it stops the job
+    # midway with room to spare, and the second run has tens of tracks for the dashboard to follow.
+    n_tracks = 60
     files, copy_path, broken = make_library(tmp_path / "library", n_tracks, seconds=10.0)
     db, out = tmp_path / "results" / "chromaray.db", tmp_path / "out"
     cfg = tmp_path / "small_parts.yaml"  # commit track by track so a stop lands between commits
@@ -145,8 +145,7 @@ def test_stop_and_resubmit_fingerprint_job(tmp_path):
 
     from tests.pipeline.web.test_dashboard import DashboardServer
 
-    head = PrivateRayHead(HEAD_PORT, DASHBOARD_PORT)
-    head.start()
+    head = ray_head
     # The dashboard watches the whole time, started before the database exists.
     dash = DashboardServer(db).__enter__()
     seen: dict[str, set] = {}
@@ -200,8 +199,6 @@ def test_stop_and_resubmit_fingerprint_job(tmp_path):
         watch()
     finally:
         dash.__exit__()
-        head.stop()
-    assert not head.processes(), "Ray processes of the test head survived"
     # the dashboard followed both runs live (a second process writing the same database)
     second_done = {d for st, d in seen["fp-second"] if d is not None}
     assert len(second_done) >= 2 and ("finished", max(second_done)) in seen["fp-second"], seen["fp-second"]
@@ -219,7 +216,7 @@ def test_stop_and_resubmit_fingerprint_job(tmp_path):
     second = db_query(db, "SELECT id, status, summary, ray_dashboard_url FROM runs WHERE name='fp-second'")[0]
     assert second[1] == "finished"
     # the job recorded where Ray's dashboard is, for the chromaray dashboard's link
-    assert second[3] and second[3].rstrip("/").endswith(f"127.0.0.1:{DASHBOARD_PORT}"), second[3]
+    assert second[3] and second[3].rstrip("/").endswith(f"127.0.0.1:{head.dashboard_port}"), second[3]
     redone = db_query(db, "SELECT count(*) FROM tracks WHERE run_id=?", second[0])[0][0]
     assert kept + redone == n_tracks
     assert json.loads(second[2])["processed"] == redone

@@ -1,4 +1,4 @@
-"""`ray job submit` against a head started with `ray start --head`."""
+"""`ray job submit` against a head started with `ray start --head` (``ray_head``, conftest.py)."""
 from __future__ import annotations
 
 import sys
@@ -9,17 +9,15 @@ from sqlalchemy.orm import Session
 
 from pipeline.store import Run, Track, open_db
 from pipeline.synth import good_library
-from tests.ray_cluster import PrivateRayHead
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
-def test_ray_job_submit_runs_the_fingerprint_job(tmp_path):
+def test_ray_job_submit_runs_the_fingerprint_job(tmp_path, ray_head):
     lib = tmp_path / "lib"
     good_library(lib, n=3, seconds=3.0)
     db, out = tmp_path / "db.sqlite", tmp_path / "out"
-    with PrivateRayHead(6382, 8272) as head:
-        p = head.submit(sys.executable, "-m", "jobs.fingerprint", str(lib), "--db", str(db), "--out", str(out),
+    p = ray_head.submit(sys.executable, "-m", "jobs.fingerprint", str(lib), "--db", str(db), "--out", str(out),
                         "--no-progress")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "succeeded" in (p.stdout + p.stderr).lower()

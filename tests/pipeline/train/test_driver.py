@@ -132,8 +132,11 @@ def test_lora_trains_adapters_only_and_exports_merged_model(mamba_run, tmp_path)
 
 def test_transformer_frames_beats_mean_frame_baseline(ray_local, library, tmp_path):
     t0 = time.perf_counter()
+    # Checkpoints (and their barrier) every 40 steps: this test is about learning, the mamba run
+    # above is the one about checkpoints and resuming.
     out = run_training(TrainRequest(arch="transformer", data="audio", db=library, name="t-frames",
-                                    profile=tiny_profile(), max_steps=80, storage=tmp_path / "runs"))
+                                    profile=tiny_profile(checkpoint_every=40), max_steps=80,
+                                    storage=tmp_path / "runs"))
     s = out.summary
     b = s["baseline"]
     print(f"\ntransformer/frames: loss {s['loss_first']:.4f} -> {s['loss_last10']:.4f}, eval frame MSE "
