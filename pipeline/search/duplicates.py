@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from actors.config import DSPConfig
 from actors.fingerprint import DECIMATE
 from pipeline.config import IdentifyConfig
-from pipeline.search.index import FingerprintIndex
+from pipeline.search.index import FingerprintIndex, counted
 from pipeline.search.score import contrast, verify_codes, window_scores
 from pipeline.search.settings import group_by_settings
 from pipeline.store import TrackPath
@@ -265,7 +265,7 @@ class DuplicateFinder:
         qi, kb, fb = idx.lookup(ca[pos], live, max_postings=2 * LOOKUP_POSTINGS)
         qi = pos[qi]
         # The codes of a that were looked up (not stop-listed, within the budget): each finds a itself.
-        looked = _counted(qi[kb == a])[0]
+        looked = counted(qi[kb == a])[0]
         other = kb > a  # each pair once
         if not other.any():
             return []
@@ -273,7 +273,7 @@ class DuplicateFinder:
         qi, kb, fb = qi[other], kb[other].astype(np.int64), fb[other].astype(np.int64)
         d = fb - qi  # b's code index - a's code index
         span = np.int64(1 << 24)
-        cells, counts_a = _counted(kb * span + d + span // 2)
+        cells, counts_a = counted(kb * span + d + span // 2)
         rate_a = idx.tracks[a].frame_rate_hz / DECIMATE
         # Strong cells only: at least 5 % of a's looked-up codes or 20 codes vote for the same alignment.
         strong = np.flatnonzero(counts_a >= max(20, min(0.05 * len(looked), 200)))
@@ -341,16 +341,6 @@ def agrees_throughout(a: np.ndarray, b: np.ndarray, d: int) -> bool:
     # At least 10 windows over a short overlap (16 codes at the least, ≈1.5 s).
     w = window_scores(a[lo:hi], b, d + lo, window=int(np.clip((hi - lo) // 10, 16, AGREE_WINDOW)))
     return len(w) == 0 or float(np.mean(w <= AGREE_WINDOW_SCORE)) >= AGREE_SHARE
-
-
-def _counted(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values of an int64 array and their counts (by sorting: NumPy 2.3's
-    hash-based np.unique measured several times slower on these keys)."""
-    x = np.sort(x)
-    if len(x) == 0:
-        return x, np.zeros(0, dtype=np.int64)
-    first = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
-    return x[first], np.diff(np.r_[first, len(x)])
 
 
 def _edges_task(db: str, config: IdentifyConfig, dsp: DSPConfig | None, max_score: float, min_overlap_s: float,

@@ -57,7 +57,7 @@ from sqlalchemy.orm import Session
 from actors.config import BatchConfig, DSPConfig
 from actors.fingerprint import DECIMATE, frames_for, query_codes
 from pipeline.config import IdentifyConfig
-from pipeline.search.index import FingerprintIndex
+from pipeline.search.index import FingerprintIndex, counted
 from pipeline.search.score import (
     alignment_sweep,
     on_code_grid,
@@ -181,13 +181,6 @@ def probes(codes: np.ndarray, rel: np.ndarray, frames: np.ndarray, *, weak_bits:
     return np.concatenate(keys), np.tile(frames, len(keys))
 
 
-def _sorted_unique(x: np.ndarray) -> np.ndarray:
-    """Sorted distinct values of an int64 array. (np.unique of NumPy 2.3 takes a hash-based path
-    for integers that measured 5-10x slower than sorting on these keys.)"""
-    x = np.sort(x)
-    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
-
-
 def _vote(idx: FingerprintIndex, q: np.ndarray, qj: np.ndarray, t: int, live: np.ndarray | None,
           n_best: int) -> list[Candidate]:
     """The ``n_best`` best-voted (track, offset) cells of lookups ``q`` made for query frames
@@ -209,11 +202,8 @@ def _cells(qi: np.ndarray, keys: np.ndarray, frames: np.ndarray, qj: np.ndarray,
     # One vote per (query frame, track, offset): several probes may hit the same posting.
     span = np.int64(1 << 22)  # offsets fit in ±2^21 analysis frames (≈ 13 h)
     tk = keys.astype(np.int64) * span + (off + span // 2)
-    uniq = _sorted_unique(tk * np.int64(t + 1) + j)
-    tk = uniq // np.int64(t + 1)  # sorted, as uniq is
-    first = np.flatnonzero(np.r_[True, tk[1:] != tk[:-1]])
-    cells = tk[first]
-    counts = np.diff(np.r_[first, len(tk)])
+    uniq = counted(tk * np.int64(t + 1) + j)[0]
+    cells, counts = counted(uniq // np.int64(t + 1), is_sorted=True)  # sorted, as uniq is
     # Pool ±1 frame (the clip's best phase may fall next to the library grid).
     pooled = counts.copy()
     for d in (-1, 1):
@@ -238,9 +228,8 @@ def _track_votes(qi: np.ndarray, keys: np.ndarray, qj: np.ndarray, t: int) -> tu
     (query frame, track) at any offset, most votes first."""
     if len(qi) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    per = _sorted_unique(keys.astype(np.int64) * np.int64(t + 1) + qj[qi]) // np.int64(t + 1)
-    starts = np.flatnonzero(np.r_[True, per[1:] != per[:-1]])
-    tracks, votes = per[starts], np.diff(np.r_[starts, len(per)])
+    per = counted(keys.astype(np.int64) * np.int64(t + 1) + qj[qi])[0] // np.int64(t + 1)
+    tracks, votes = counted(per, is_sorted=True)
     order = np.argsort(-votes, kind="stable")
     return tracks[order], votes[order]
 
@@ -375,7 +364,7 @@ def _same_recording(lib1: np.ndarray, off1: int, lib2: np.ndarray, off2: int, n_
 
 def accepts(c: Candidate, config: IdentifyConfig = DEFAULTS) -> bool:
     """Whether a candidate is a match: by its whole-clip score, or (from :func:`search_partial`)
-    by the score of its agreeing windows and their contrast with the track's other alignments."""
+    by the score of its agreeing windows and its gap to the other swept tracks (``mix_gap``)."""
     if c.partial is not None:
         return c.partial <= config.mix_max_score and c.mix_gap >= config.mix_min_gap
     return c.n > 0 and c.score <= accept_threshold(c.n, config)

@@ -90,6 +90,7 @@ __all__ = [
     "TrackInfo",
     "add_tracks",
     "build_postings",
+    "counted",
     "db_path",
     "directory_bits",
     "index_dir",
@@ -112,6 +113,18 @@ MAX_DEAD_FRACTION = 0.25
 TRACKS_PER_SEGMENT = 4000
 #: Index files are readable by every user that can read the database (rw-r--r--).
 INDEX_FILE_MODE = 0o644
+
+
+def counted(x: np.ndarray, *, is_sorted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of an int64 array, ascending, and how often each occurs: the vote counting
+    of identify and duplicates. By sorting, because NumPy 2.3's hash-based ``np.unique`` measured
+    5-10x slower on these keys; ``is_sorted`` skips the sort for an array already sorted."""
+    if not is_sorted:
+        x = np.sort(x)
+    if len(x) == 0:
+        return x, np.zeros(0, dtype=np.int64)
+    first = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+    return x[first], np.diff(np.r_[first, len(x)])
 
 
 # ----------------------------------------------------------------------------------------------
