@@ -171,11 +171,13 @@ def same_content(idx: object, key: int, offset: int, true_key: int, true_frame: 
     return bool(best.n >= 0.8 * len(ours) and best.score <= 0.1)
 
 
-def timed_search(db: str, sets: dict[str, list], truth: dict[str, list]) -> dict:
+def timed_search(db: str, sets: dict[str, list], truth: dict[str, list], quick_postings: int | None = None) -> dict:
     """In a fresh process: search latencies per query set (ms), top-1 (the clip's own track,
     accepted, offset within 1 s) per set, and this process's peak RSS."""
     from actors.config import DSPConfig
     from pipeline.search.identify import DEFAULTS, accepts, search, search_partial
+
+    cfg = DEFAULTS if quick_postings is None else DEFAULTS.replace(quick_postings=quick_postings)
     from pipeline.search.index import FingerprintIndex
     from pipeline.store import open_db
 
@@ -189,11 +191,11 @@ def timed_search(db: str, sets: dict[str, list], truth: dict[str, list]) -> dict
         lat, hits, hits_own = [], 0, 0
         for ch, (h, start_s) in zip(chromas, truth[name]):
             t0 = time.perf_counter()
-            c = search(idx, ch, rate)
-            if name.startswith("mix") and (c is None or not accepts(c, DEFAULTS)):
-                c = search_partial(idx, ch, rate) or c
+            c = search(idx, ch, rate, config=cfg)
+            if name.startswith("mix") and (c is None or not accepts(c, cfg)):
+                c = search_partial(idx, ch, rate, config=cfg) or c
             lat.append(1e3 * (time.perf_counter() - t0))
-            if c is None or not accepts(c, DEFAULTS):
+            if c is None or not accepts(c, cfg):
                 continue
             own = c.key == key_of.get(h) and abs(c.offset / rate - start_s) <= 1.0
             hits += own or same_content(idx, c.key, c.offset, key_of[h], start_s * rate, ch.shape[1])
@@ -289,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--library-db", default=str(DEFAULT_DB),
                     help="database of the real library (benchmarks/bench_identify.py --workdir ...)")
     ap.add_argument("--workdir", default=None)
-    ap.add_argument("--build", choices=("ray", "driver", "add"), default="ray",
+    ap.add_argument("--build", choices=("ray", "driver", "add", "none"), default="ray",
                     help="index build: rebuild on Ray workers (default; in-process below "
-                         "index.RAY_MIN_POSTINGS), rebuild on the driver, or add_tracks (last round's build)")
+                         "index.RAY_MIN_POSTINGS), rebuild on the driver, add_tracks (last round's build), or "
+                         "none: search the index an earlier --reuse run built (build_s null)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse the tracks stored in --workdir by an earlier run with the same --tracks and "
                          "--seed (the index is rebuilt and timed; the sharing at N is not recomputed)")
@@ -299,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="generate and store the tracks in --workdir and stop (untimed; a later --reuse run "
                          "times the build and the searches)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--quick-postings", type=int, default=None,
+                    help="IdentifyConfig.quick_postings for the searches (0: the full pass alone, as before #12's "
+                         "last round; default: the shipped value)")
     ap.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
     args = ap.parse_args(argv)
 
@@ -308,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench_identify import real_tracks
 
+    from pipeline.config import IdentifyConfig
     from pipeline.search import index
     from pipeline.store import open_db
 
@@ -338,15 +345,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.store_only:
             return 0
     at_n = json.loads(sharing_file.read_text()) if sharing_file.exists() else None
-    build_s = build_index(db, args.build)
-    print(f"index build ({args.build}) {build_s:.0f} s", file=sys.stderr)
+    build_s = None if args.build == "none" else build_index(db, args.build)
+    if build_s is not None:
+        print(f"index build ({args.build}) {build_s:.0f} s", file=sys.stderr)
     st = index.stats(open_db(db, readonly=True))
     lib_names = {Path(p).stem for p in paths}
     others = [f for f in real_tracks(Path(__file__).resolve().parents[1]) if f.stem not in lib_names]
     # Queries from their own seed: the same clips whether the tracks were generated or reused.
     sets, truth = query_chroma(paths, others, args.queries, np.random.default_rng(args.seed + 1))
     with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
-        res = ex.submit(timed_search, str(db), sets, truth).result()
+        res = ex.submit(timed_search, str(db), sets, truth, args.quick_postings).result()
     hours = st["live_postings"] * 4 / (22050 / 512) / 3600  # one posting per code, 4 analysis frames per code
 
     def pct(q: float, kind: str) -> dict:
@@ -355,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"tracks": st["tracks"], "postings": st["postings"], "index_bytes": st["bytes"],
               "audio_hours": round(hours, 1), "bytes_per_audio_hour": round(st["bytes"] / hours),
-              "build_s": round(build_s, 1), "build": args.build,
+              "build_s": None if build_s is None else round(build_s, 1), "build": args.build,
               "search_p50_ms": {"clean": pct(50, "clean"), "mix0": pct(50, "mix0")},
               "search_p95_ms": {"clean": pct(95, "clean"), "mix0": pct(95, "mix0")},
               "top1": {k: round(v, 3) for k, v in res["top1"].items()},
@@ -363,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
               "sharing": {"real_library": real, "synthetic_same_size": calib, "p_keep": round(p_keep, 4),
                           "at_n": at_n},
               "queries_per_set": args.queries,
+              "quick_postings": IdentifyConfig().quick_postings if args.quick_postings is None else args.quick_postings,
               "note": "search only (features excluded); mix0 = search, then search_partial without an accepted "
                       "match; top1 = accepted, and the clip's own track with its offset within 1 s or a synthetic "
                       "track holding a verbatim copy of that passage (top1 own: the own track only); shared 2-core "
@@ -370,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2)
     if not args.json:
         print(f"{report['tracks']} tracks, {report['postings']} postings, {st['bytes'] / 1e6:.1f} MB "
-              f"({report['bytes_per_audio_hour'] / 1e6:.3f} MB per audio hour), build {build_s:.1f} s; "
+              f"({report['bytes_per_audio_hour'] / 1e6:.3f} MB per audio hour), build {report['build_s']} s; "
               f"search p50 {report['search_p50_ms']} p95 {report['search_p95_ms']}; top1 {report['top1']}; "
               f"rss {report['rss_mb']} MB", file=sys.stderr)
     print(text)

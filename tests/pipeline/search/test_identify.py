@@ -203,3 +203,40 @@ def test_other_speeds_only_without_an_accepted_match(library: tuple) -> None:
     assert m is not None and m.path == "/music/song14.wav" and m.speed == 1.0
     assert ident.last_best is not None and ident.last_best[0].score > 0.10  # not a near-perfect match
     assert len(calls) == 1
+
+
+def test_quick_pass_agrees_with_the_full_search_and_falls_through(ident, library, monkeypatch):
+    """The first pass (exact codes, a small posting budget) finds what the full pass finds and
+    ends the search; a clip it does not accept goes on to the full pass (budget None: the
+    index's own)."""
+    from pipeline.search.identify import accepts, search
+
+    songs = library[2]
+    rate = ident.dsp.frame_rate_hz
+    budgets: list = []
+    real_lookup = ident.index.lookup
+
+    def recorded(codes, live=None, *, max_postings=None):
+        budgets.append(max_postings)
+        return real_lookup(codes, live, max_postings=max_postings)
+
+    monkeypatch.setattr(ident.index, "lookup", recorded)
+    clean = cut(songs[13], 7.3, 5.0, extra_samples=123)
+    noisy = reencode(add_noise(cut(songs[14], 4.0, 10.0, 77), 10.0, np.random.default_rng(1)), "mp3")
+    full = ident.config.replace(quick_postings=0)
+    for clip in (clean, noisy):
+        chroma = ident.chroma([clip])[0]
+        budgets.clear()
+        quick = search(ident.index, chroma, rate, config=ident.config)
+        assert budgets[0] == ident.config.quick_postings
+        ref = search(ident.index, chroma, rate, config=full)
+        assert quick is not None and ref is not None and accepts(quick, ident.config) and accepts(ref, full)
+        assert quick.key == ref.key and abs(quick.offset - ref.offset) <= 1
+    budgets.clear()
+    assert search(ident.index, ident.chroma([clean])[0], rate, config=ident.config) is not None
+    assert budgets == [ident.config.quick_postings]  # accepted by the first pass alone
+    other = varied_song(99, 8.0)  # not in the library
+    budgets.clear()
+    c = search(ident.index, ident.chroma([other])[0], rate, config=ident.config)
+    assert c is None or not accepts(c, ident.config)
+    assert budgets == [ident.config.quick_postings, None]

@@ -80,3 +80,32 @@ def test_mixed_clip_of_songs_not_in_the_library_is_not_found(library) -> None:
     assert ident.last_best is not None and ident.last_best[0].partial is not None
     c = ident.last_best[0]
     assert c.partial > ident.config.mix_max_score or c.mix_gap < ident.config.mix_min_gap
+
+
+def test_a_library_within_the_sweep_budget_is_swept_whole(library, monkeypatch) -> None:
+    """Votes can miss a mixed clip's track entirely: a library of at most ``mix_tracks`` tracks
+    (of the searched ones, ``live``) is swept whole; a larger one only on its voted candidates."""
+    from pipeline.search.identify import Identifier, search_partial
+
+    ident = Identifier(library)
+    idx = ident.index
+    swept: list[set[int]] = []
+    real_prefetch = idx.prefetch
+
+    def recorded(keys):
+        keys = list(keys)
+        swept.append(set(keys))
+        return real_prefetch(keys)
+
+    monkeypatch.setattr(idx, "prefetch", recorded)
+    chroma = ident.chroma([mix(excerpt(OTHERS[1], 20.0, 15.0), excerpt(OTHERS[2], 60.0, 15.0))])[0]
+    rate = ident.dsp.frame_rate_hz
+    search_partial(idx, chroma, rate, config=ident.config)
+    assert swept[0] == set(idx.tracks)
+    some = sorted(idx.tracks)[:2]
+    swept.clear()
+    search_partial(idx, chroma, rate, config=ident.config, live=idx.mask(some))
+    assert swept[0] == set(some)
+    swept.clear()
+    search_partial(idx, chroma, rate, config=ident.config.replace(mix_tracks=1, mix_verify=1))
+    assert swept and len(swept[0]) <= 2 < len(idx.tracks)
