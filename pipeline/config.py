@@ -108,6 +108,11 @@ class IdentifyConfig(Settings):
     mix_min_windows: int = 6
     mix_max_score: float = 0.383
     mix_min_gap: float = 0.0325
+    # A partial match must also align clearly better than the same track does at most alignments:
+    # its sweep's median score minus its best. Loop-based drum tracks reach 0.035-0.044 against an
+    # out-of-library loop (tests/pipeline/search/test_identify.py); the least of the learn split's
+    # accepted right tracks was 0.106 (#12 note).
+    mix_min_sweep_contrast: float = 0.07
 
     def __post_init__(self) -> None:
         require_positive(self, "mix_verify", "mix_tracks", allow_zero=True)
@@ -116,6 +121,8 @@ class IdentifyConfig(Settings):
         require(0 < self.mix_keep <= 1, f"mix_keep must be in (0, 1], got {self.mix_keep!r}")
         require(0 < self.mix_max_score < 0.5, f"mix_max_score must be in (0, 0.5), got {self.mix_max_score!r}")
         require(0 <= self.mix_min_gap < 0.5, f"mix_min_gap must be in [0, 0.5), got {self.mix_min_gap!r}")
+        require(0 <= self.mix_min_sweep_contrast < 0.5,
+                f"mix_min_sweep_contrast must be in [0, 0.5), got {self.mix_min_sweep_contrast!r}")
         require(self.mix_window * 768 < 2 ** 15, f"mix_window must be at most 42 codes, got {self.mix_window!r}")
         require_positive(self, "mix_window", "mix_min_windows")
         for name in ("accept_score_short", "accept_score_long", "duplicate_score"):

@@ -68,6 +68,7 @@ def test_mixed_clip_is_found_with_its_offset(library) -> None:
     # Calibrated against the other tracks' best alignments, not against its own copy.
     c = ident.last_best[0] if ident.last_best else None
     assert c is not None and c.mix_gap >= ident.config.mix_min_gap and c.partial <= ident.config.mix_max_score
+    assert c.mix_contrast >= ident.config.mix_min_sweep_contrast
 
 
 def test_mixed_clip_of_songs_not_in_the_library_is_not_found(library) -> None:
