@@ -176,10 +176,10 @@ def timed_search(db: str, sets: dict[str, list], truth: dict[str, list], quick_p
     accepted, offset within 1 s) per set, and this process's peak RSS."""
     from actors.config import DSPConfig
     from pipeline.search.identify import DEFAULTS, accepts, search, search_partial
-
-    cfg = DEFAULTS if quick_postings is None else DEFAULTS.replace(quick_postings=quick_postings)
     from pipeline.search.index import FingerprintIndex
     from pipeline.store import open_db
+
+    cfg = DEFAULTS if quick_postings is None else DEFAULTS.replace(quick_postings=quick_postings)
 
     idx = FingerprintIndex.open(open_db(db, readonly=True))
     key_of = {t.content_hash: k for k, t in idx.tracks.items()}

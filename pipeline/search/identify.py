@@ -342,13 +342,13 @@ def search_partial(idx: FingerprintIndex, chroma: np.ndarray, frame_rate_hz: flo
     chosen: dict[int, int] = {int(k): int(v) for k, v in zip(tracks[: config.mix_tracks], votes[: config.mix_tracks])}
     for c in _cells(qi, keys, frames, qj, len(codes), config.mix_verify):
         chosen.setdefault(c.key, c.votes)
-    searched = [k for k in idx.tracks if (idx.live if live is None else live)[k]]
-    if len(searched) <= config.mix_tracks:
+    searched = idx.live if live is None else live  # a mask over track keys, true for indexed tracks only
+    if np.count_nonzero(searched) <= config.mix_tracks:
         # The votes give some mixes no vote at all for their track (6 of 80 real mixes of the
         # identify benchmark, #12 note) while the sweep would find it: a library within the
         # sweep budget is swept whole.
-        for k in searched:
-            chosen.setdefault(k, 0)
+        for k in np.flatnonzero(searched):
+            chosen.setdefault(int(k), 0)
     if not chosen:
         return None
     idx.prefetch(chosen)
@@ -371,18 +371,16 @@ def search_partial(idx: FingerprintIndex, chroma: np.ndarray, frame_rate_hz: flo
 
     # Every other code phase first (neighbouring phases are 23 ms apart, the codes are smoothed
     # over 0.37 s: their scores differ little); the two best tracks then at all four phases.
+    # Static chroma (drum loops, drones) agrees with a clip at every alignment, so its sweep is
+    # flat: such tracks are neither a match nor a competitor.
     coarse = list(range(0, DECIMATE, 2))
-    swept = [sb for key, nv in chosen.items() if (sb := sweep_track(key, nv, coarse)) is not None]
+    swept = [sb for key, nv in chosen.items()
+             if (sb := sweep_track(key, nv, coarse)) is not None and _sweep_contrast(sb) >= STATIC_SWEEP_CONTRAST]
     if not swept:
         return None
     swept.sort(key=lambda x: x[0])
     fine = [j for j in range(DECIMATE) if j not in coarse]
     swept[:2] = [sweep_track(sb[1].key, sb[1].votes, fine, sb) or sb for sb in swept[:2]]
-    # Static chroma (drum loops, drones) agrees with a clip at every alignment, so its sweep is
-    # flat: such tracks are neither a match nor a competitor.
-    swept = [sb for sb in swept if _sweep_contrast(sb) >= STATIC_SWEEP_CONTRAST]
-    if not swept:
-        return None
     swept.sort(key=lambda x: x[0])
     top, c, ds1, sw1 = swept[0]
     c.mix_contrast = _sweep_contrast(swept[0])
